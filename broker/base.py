@@ -1,0 +1,107 @@
+"""The Broker interface: what coordinator and workers need from a transport.
+
+One Broker is one connection, used from one thread. Messages are opaque bytes here; the
+protocol package gives them meaning. Every publish is confirmed before it returns, tasks are
+routed only to a worker's existing queue (else Unroutable), and a delivery stays unacknowledged
+until its consumer calls `ack` or `dead_letter`, so work in hand survives a crash.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+Body = bytes | memoryview
+
+
+@dataclass
+class Delivery:
+    """One message taken from a queue and not yet acknowledged."""
+
+    parts: list[bytes]  # the payload in order; several when it crossed the broker in chunks
+    source: str  # the worker whose task queue or reply queue it came from
+    tag: object  # the transport's handle for ack / dead_letter
+    redelivered: bool = False
+    headers: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def body(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    body: bytes
+    reason: str
+    source: str
+
+
+class Broker(ABC):
+    """A connection to a message broker (RabbitMQ, or the in-process memory broker)."""
+
+    # Topology: idempotent, so whichever side starts first declares it.
+    @abstractmethod
+    def declare_worker(self, worker: str) -> None:
+        """Declare the worker's durable task queue."""
+
+    @abstractmethod
+    def declare_job(self, job: str, workers: Sequence[str]) -> None:
+        """Declare the job's durable reply queue for each worker."""
+
+    @abstractmethod
+    def delete_job(self, job: str, workers: Sequence[str]) -> None:
+        """Delete the job's reply queues (the job is over)."""
+
+    # Publishing: confirmed by the broker before returning.
+    @abstractmethod
+    def publish_task(self, worker: str, body: Body) -> None:
+        """Send a task to a worker's queue; Unroutable if the worker never declared one."""
+
+    @abstractmethod
+    def publish_reply(self, job: str, worker: str, body: Body) -> None:
+        """Send a worker's reply to the job; Unroutable if the job has no reply queue for it."""
+
+    # Consuming.
+    @abstractmethod
+    def consume_tasks(self, worker: str) -> None:
+        """Start receiving the worker's tasks, one unacknowledged at a time."""
+
+    @abstractmethod
+    def consume_replies(self, job: str, workers: Sequence[str]) -> None:
+        """Start receiving the job's replies from these workers."""
+
+    @abstractmethod
+    def receive(self, timeout: float) -> Delivery | None:
+        """The next delivery from the consumed queues, or None after `timeout` seconds."""
+
+    @abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """The delivery's work is done; the broker may forget it."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the delivery to the dead-letter queue with `reason`, and ack it."""
+
+    @abstractmethod
+    def take_dead_letter(self, timeout: float) -> DeadLetter | None:
+        """The oldest dead letter, removed from its queue, or None after `timeout` seconds."""
+
+    @abstractmethod
+    def run_beside_io(self, work: Callable[[], T]) -> T:
+        """Run long `work` (local training) while the connection stays serviced (heartbeats)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection; unacknowledged deliveries return to their queues."""
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

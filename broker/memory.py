@@ -1,0 +1,163 @@
+"""The in-process memory broker: RabbitMQ's semantics without a server.
+
+The embedded default of `fedmq demo` and of single-machine simulation. A MemoryHub plays the
+server (queues and dead letters); each MemoryBroker is one connection to it. Routing, mandatory
+publishes, one unacknowledged task per worker, dead-lettering and requeue-on-close behave as
+they do on RabbitMQ, so code tested here runs unchanged there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from broker.base import Body, Broker, DeadLetter, Delivery, T
+from broker.topology import Topology
+from protocol.errors import BrokerError, Unroutable
+
+
+@dataclass
+class _Message:
+    body: bytes
+    source: str
+    redelivered: bool = False
+
+
+@dataclass
+class _Queue:
+    source: str  # the worker the queue belongs to
+    messages: deque[_Message] = field(default_factory=deque)
+
+
+class MemoryHub:
+    """The server side: named queues guarded by one condition variable."""
+
+    def __init__(self, topology: Topology | None = None) -> None:
+        self.topology = topology or Topology()
+        self.changed = threading.Condition()
+        self.queues: dict[str, _Queue] = {}
+        self.dead_letters: deque[DeadLetter] = deque()
+
+    def declare(self, name: str, source: str) -> None:
+        with self.changed:
+            self.queues.setdefault(name, _Queue(source))
+
+    def delete(self, name: str) -> None:
+        with self.changed:
+            self.queues.pop(name, None)
+
+    def put(self, name: str, body: Body, what: str) -> None:
+        with self.changed:
+            queue = self.queues.get(name)
+            if queue is None:
+                raise Unroutable(f"no queue for {what}: is it running?")
+            queue.messages.append(_Message(bytes(body), queue.source))
+            self.changed.notify_all()
+
+    def requeue(self, name: str, message: _Message) -> None:
+        with self.changed:
+            if name in self.queues:
+                message.redelivered = True
+                self.queues[name].messages.appendleft(message)
+                self.changed.notify_all()
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        with self.changed:
+            self.dead_letters.append(letter)
+            self.changed.notify_all()
+
+
+class MemoryBroker(Broker):
+    """One connection to a MemoryHub."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        self._hub = hub
+        self._topology = hub.topology
+        self._consumed: dict[str, int] = {}  # queue -> max unacknowledged (0: unlimited)
+        self._unacked: dict[int, tuple[str, _Message]] = {}
+        self._tags = itertools.count(1)
+        self._closed = False
+
+    def declare_worker(self, worker: str) -> None:
+        self._hub.declare(self._topology.task_queue(worker), worker)
+
+    def declare_job(self, job: str, workers: Sequence[str]) -> None:
+        for worker in workers:
+            self._hub.declare(self._topology.reply_queue(job, worker), worker)
+
+    def delete_job(self, job: str, workers: Sequence[str]) -> None:
+        for worker in workers:
+            self._hub.delete(self._topology.reply_queue(job, worker))
+
+    def publish_task(self, worker: str, body: Body) -> None:
+        self._check_open()
+        self._hub.put(self._topology.task_queue(worker), body, f"worker {worker!r}")
+
+    def publish_reply(self, job: str, worker: str, body: Body) -> None:
+        self._check_open()
+        self._hub.put(self._topology.reply_queue(job, worker), body, f"job {job!r} replies from {worker!r}")
+
+    def consume_tasks(self, worker: str) -> None:
+        self._consumed[self._topology.task_queue(worker)] = 1
+
+    def consume_replies(self, job: str, workers: Sequence[str]) -> None:
+        for worker in workers:
+            self._consumed[self._topology.reply_queue(job, worker)] = 0
+
+    def receive(self, timeout: float) -> Delivery | None:
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        with self._hub.changed:
+            while True:
+                taken = self._take_ready()
+                if taken is not None:
+                    return taken
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._hub.changed.wait(remaining)
+
+    def _take_ready(self) -> Delivery | None:
+        for name, limit in self._consumed.items():
+            queue = self._hub.queues.get(name)
+            in_hand = sum(1 for queue_name, _ in self._unacked.values() if queue_name == name)
+            if queue is None or not queue.messages or (limit and in_hand >= limit):
+                continue
+            message = queue.messages.popleft()
+            tag = next(self._tags)
+            self._unacked[tag] = (name, message)
+            return Delivery([message.body], message.source, tag, message.redelivered)
+        return None
+
+    def ack(self, delivery: Delivery) -> None:
+        with self._hub.changed:
+            self._unacked.pop(delivery.tag, None)  # type: ignore[call-overload]
+            self._hub.changed.notify_all()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._hub.dead_letter(DeadLetter(delivery.body(), reason, delivery.source))
+        self.ack(delivery)
+
+    def take_dead_letter(self, timeout: float) -> DeadLetter | None:
+        with self._hub.changed:
+            self._hub.changed.wait_for(lambda: bool(self._hub.dead_letters), timeout)
+            return self._hub.dead_letters.popleft() if self._hub.dead_letters else None
+
+    def run_beside_io(self, work: Callable[[], T]) -> T:
+        return work()  # no connection to keep alive
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for name, message in self._unacked.values():
+            self._hub.requeue(name, message)
+        self._unacked.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError("this memory broker connection is closed")

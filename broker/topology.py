@@ -1,0 +1,45 @@
+"""Names of the exchanges and queues, shared by every transport.
+
+    coordinator --publish_task(worker)--> [{p}.tasks] direct --key=worker--> {p}.tasks.<worker>
+    worker --publish_reply(job)--> [{p}.replies] direct --key=<job>.<worker>--> {p}.replies.<job>.<worker>
+    rejected, expired or undecodable --> [{p}.dlx] fanout --> {p}.dead-letters
+
+Each worker replies into a queue of its own: one sender per queue keeps a chunked reply
+contiguous, so a coordinator reassembles one reply at a time whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.messages import check_name
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = "fedmq"
+
+    @property
+    def task_exchange(self) -> str:
+        return f"{self.prefix}.tasks"
+
+    @property
+    def reply_exchange(self) -> str:
+        return f"{self.prefix}.replies"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead-letters"
+
+    def task_queue(self, worker: str) -> str:
+        return f"{self.prefix}.tasks.{check_name('worker', worker)}"
+
+    def reply_key(self, job: str, worker: str) -> str:
+        return f"{check_name('job', job)}.{check_name('worker', worker)}"
+
+    def reply_queue(self, job: str, worker: str) -> str:
+        return f"{self.prefix}.replies.{self.reply_key(job, worker)}"

@@ -1,0 +1,158 @@
+"""The tensor codec: msgpack with tensors as raw bytes + dtype + shape.
+
+This is the only module that imports msgpack. Decoding treats its input as hostile: every
+msgpack container and string has a size limit, dtypes come from an allowlist, and a tensor's
+byte count must match its shape. Every failure is a DecodeError. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import torch
+
+from protocol.errors import DecodeError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+MAX_NDIM = 16
+MAX_STR_LEN = 1 << 20  # names, reasons, metric keys: never megabytes
+MAX_CONTAINER_LEN = 1 << 20  # state dicts with a million entries are not models
+
+
+def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
+    """A tensor as a msgpack-ready map; the data is a zero-copy view of the tensor's memory."""
+    name = _DTYPE_NAMES.get(tensor.dtype)
+    if name is None:
+        raise ValueError(f"dtype {tensor.dtype} cannot travel; allowed: {', '.join(DTYPES)}")
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    # bfloat16 has no numpy twin, so every dtype is viewed as bytes first.
+    data = flat.view(torch.uint8).numpy().data if flat.numel() else b""
+    return {"dtype": name, "shape": list(tensor.shape), "data": data}
+
+
+def tensor_from_wire(obj: object) -> torch.Tensor:
+    """The tensor a wire map describes, after checking dtype, shape and byte count.
+
+    The tensor shares memory with the received bytes (no copy): treat it as read-only.
+    """
+    if not isinstance(obj, dict) or obj.keys() != {"dtype", "shape", "data"}:
+        raise DecodeError("a tensor must be a map of exactly dtype, shape and data")
+    dtype = DTYPES.get(obj["dtype"]) if isinstance(obj["dtype"], str) else None
+    if dtype is None:
+        raise DecodeError(f"tensor dtype {obj['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    shape = _checked_shape(obj["shape"])
+    data = obj["data"]
+    if not isinstance(data, bytes):
+        raise DecodeError("tensor data must be msgpack bin")
+    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if len(data) != expected:
+        raise DecodeError(f"tensor of shape {shape} and dtype {obj['dtype']} needs {expected} bytes, got {len(data)}")
+    if expected == 0:
+        return torch.empty(shape, dtype=dtype)
+    with warnings.catch_warnings():  # read-only buffer: we never write into decoded tensors
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+def _checked_shape(shape: object) -> list[int]:
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+        raise DecodeError(f"tensor shape must be a list of at most {MAX_NDIM} sizes")
+    if not all(type(size) is int and size >= 0 for size in shape):
+        raise DecodeError("tensor sizes must be non-negative integers")
+    return shape
+
+
+def tensors_to_wire(tensors: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    return {name: tensor_to_wire(tensor) for name, tensor in tensors.items()}
+
+
+def tensors_from_wire(obj: object) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not all(isinstance(name, str) for name in obj):
+        raise DecodeError("tensors must be a map from names to tensors")
+    return {name: tensor_from_wire(value) for name, value in obj.items()}
+
+
+def pack(obj: Mapping[str, Any]) -> memoryview:
+    """msgpack bytes of a map of plain values and wire tensors.
+
+    A view of the packer's own buffer: copying it into a `bytes` would halve encode speed
+    for large models.
+    """
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack(obj)
+    return packer.getbuffer()  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes | memoryview | list[bytes]) -> dict[str, Any]:
+    """The map msgpack bytes hold, within size limits; a list of parts is consumed as it is read.
+
+    Feeding parts one at a time and dropping each once fed keeps peak memory near one copy of
+    the payload, which matters to a coordinator folding in large updates.
+    """
+    try:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            obj = msgpack.unpackb(data, **_limits(len(data)))
+        else:
+            obj = _unpack_parts(data)
+    except DecodeError:
+        raise
+    except Exception as e:  # msgpack raises many unrelated types on hostile input
+        raise DecodeError(f"not valid msgpack: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict):
+        raise DecodeError("a message must be a msgpack map")
+    return obj
+
+
+def _unpack_parts(parts: list[bytes]) -> object:
+    total = sum(len(part) for part in parts)
+    unpacker = msgpack.Unpacker(max_buffer_size=max(total, 1), **_limits(total))
+    found: list[object] = []
+    while parts:
+        unpacker.feed(parts.pop(0))
+        # Parsing as parts arrive lets the unpacker reuse its buffer instead of growing it.
+        found.extend(_objects_so_far(unpacker))
+    if len(found) != 1:
+        raise DecodeError(f"a message must be one msgpack object, found {len(found)}")
+    return found[0]
+
+
+def _objects_so_far(unpacker: msgpack.Unpacker) -> list[object]:
+    found = []
+    while True:
+        try:
+            found.append(unpacker.unpack())
+        except msgpack.OutOfData:
+            return found
+
+
+def _limits(size: int) -> dict[str, Any]:
+    def no_ext(code: int, data: bytes) -> object:
+        raise DecodeError(f"msgpack extension types are not accepted (got type {code})")
+
+    return {
+        "raw": False,
+        "strict_map_key": True,
+        "max_bin_len": size,
+        "max_str_len": min(size, MAX_STR_LEN),
+        "max_array_len": min(size, MAX_CONTAINER_LEN),
+        "max_map_len": min(size, MAX_CONTAINER_LEN),
+        "max_ext_len": 0,
+        "ext_hook": no_ext,
+    }
+

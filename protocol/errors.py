@@ -1,0 +1,37 @@
+"""One exception tree for fedmq. Third-party errors are translated at the boundary."""
+
+
+class FedmqError(Exception):
+    """Root of every error fedmq raises on purpose."""
+
+
+class DecodeError(FedmqError):
+    """Bytes that are not a valid fedmq message: malformed, hostile, or of an unknown version."""
+
+
+class UnsupportedVersion(DecodeError):
+    """A message of a protocol version this build does not speak."""
+
+
+class BrokerError(FedmqError):
+    """The transport failed: connection, channel, publish or consume."""
+
+
+class BrokerUnreachable(BrokerError):
+    """No broker answered at the configured URL."""
+
+
+class Unroutable(BrokerError):
+    """A mandatory publish found no queue (for example, a worker that never started)."""
+
+
+class ChunkError(BrokerError):
+    """A chunked payload could not be reassembled: corrupt, missing or expired chunks."""
+
+
+class TaskError(FedmqError):
+    """A task definition (model and data) could not be loaded or does not fit a request."""
+
+
+class TrainingFailed(FedmqError):
+    """A federated training run could not continue (for example, too few replies)."""

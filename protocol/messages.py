@@ -1,0 +1,181 @@
+"""Messages between coordinator and workers, as frozen dataclasses with a msgpack form.
+
+Every message is a msgpack map with a protocol version `v` and a `kind`. Updates are the delta
+of a worker's weights over its round, which later stages clip, mask or compress.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+
+from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
+from protocol.errors import DecodeError, UnsupportedVersion
+
+PROTOCOL_VERSION = 1
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # safe in queue names and keys
+
+Weights = dict[str, torch.Tensor]
+
+
+def check_name(kind: str, name: str) -> str:
+    """`name` if it is a valid job or worker name; ValueError naming the rule otherwise."""
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"{kind} name {name!r} must be 1-64 letters, digits, '-' or '_', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 0.05
+    epochs: int = 1
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    job: str
+    round: int
+    task_id: str
+    weights: Weights
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    job: str
+    round: int
+    task_id: str
+    weights: Weights
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A worker's successful answer: its update (empty for evaluation) and what it measured."""
+
+    job: str
+    round: int
+    task_id: str
+    worker: str
+    update: Weights
+    num_examples: int
+    metrics: dict[str, float]
+    status: str = "ok"
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """A worker's report that it could not run a task, and why."""
+
+    job: str
+    round: int
+    task_id: str
+    worker: str
+    reason: str
+    status: str = "error"
+
+
+Task = Union[TrainTask, EvaluateTask]
+Message = Union[TrainTask, EvaluateTask, Reply, ErrorReply]
+
+
+def encode_message(message: Message) -> memoryview:
+    head: dict[str, Any] = {"v": PROTOCOL_VERSION, "job": message.job, "round": message.round,
+                            "task_id": message.task_id}
+    body: dict[str, Any]
+    if isinstance(message, TrainTask):
+        config = message.config
+        body = {"kind": "train", "weights": tensors_to_wire(message.weights),
+                "config": {"lr": float(config.lr), "epochs": config.epochs,
+                           "batch_size": config.batch_size, "seed": config.seed}}
+    elif isinstance(message, EvaluateTask):
+        body = {"kind": "evaluate", "weights": tensors_to_wire(message.weights)}
+    elif isinstance(message, Reply):
+        body = {"kind": "reply", "status": "ok", "worker": message.worker,
+                "update": tensors_to_wire(message.update), "num_examples": message.num_examples,
+                "metrics": {k: float(v) for k, v in message.metrics.items()}}
+    else:
+        body = {"kind": "error", "status": "error", "worker": message.worker, "reason": message.reason}
+    return pack(head | body)
+
+
+def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
+    """The message in untrusted bytes; DecodeError (UnsupportedVersion for a foreign `v`)."""
+    obj = unpack(data)
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {version!r} is not supported; this build speaks {PROTOCOL_VERSION}")
+    fields = _Fields(obj)
+    job, round_, task_id = fields.name("job"), fields.count("round"), fields.text("task_id")
+    kind = obj.get("kind")
+    if kind == "train":
+        return TrainTask(job, round_, task_id, fields.tensors("weights"), _config(fields.mapping("config")))
+    if kind == "evaluate":
+        return EvaluateTask(job, round_, task_id, fields.tensors("weights"))
+    if kind == "reply":
+        return Reply(job, round_, task_id, fields.name("worker"), fields.tensors("update"),
+                     fields.count("num_examples"), fields.metrics("metrics"))
+    if kind == "error":
+        return ErrorReply(job, round_, task_id, fields.name("worker"), fields.text("reason"))
+    raise DecodeError(f"unknown message kind {kind!r}")
+
+
+def _config(obj: dict[str, Any]) -> TrainConfig:
+    fields = _Fields(obj)
+    config = TrainConfig(lr=fields.number("lr"), epochs=fields.count("epochs"),
+                         batch_size=fields.count("batch_size"), seed=fields.count("seed"))
+    if config.epochs < 1 or config.batch_size < 1:
+        raise DecodeError("epochs and batch_size must be at least 1")
+    return config
+
+
+class _Fields:
+    """Typed access to a decoded map; a missing or mistyped field is a DecodeError."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self._obj = obj
+
+    def _get(self, key: str, kind: type | tuple[type, ...]) -> Any:  # noqa: ANN401
+        value = self._obj.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DecodeError(f"field {key!r} is missing or not {_kind_name(kind)}")
+        return value
+
+    def text(self, key: str) -> str:
+        return self._get(key, str)  # type: ignore[no-any-return]
+
+    def name(self, key: str) -> str:
+        value = self.text(key)
+        if not NAME_PATTERN.match(value):
+            raise DecodeError(f"field {key!r} is not a valid name: {value[:80]!r}")
+        return value
+
+    def count(self, key: str) -> int:
+        value = self._get(key, int)
+        if value < 0:
+            raise DecodeError(f"field {key!r} must not be negative")
+        return value  # type: ignore[no-any-return]
+
+    def number(self, key: str) -> float:
+        return float(self._get(key, (int, float)))
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        return self._get(key, dict)  # type: ignore[no-any-return]
+
+    def tensors(self, key: str) -> Weights:
+        return tensors_from_wire(self.mapping(key))
+
+    def metrics(self, key: str) -> dict[str, float]:
+        raw = self.mapping(key)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.values()):
+            raise DecodeError(f"field {key!r} must map names to numbers")
+        return {k: float(v) for k, v in raw.items()}
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)

@@ -51,6 +51,10 @@ class Broker(ABC):
         """Declare the worker's durable task queue."""
 
     @abstractmethod
+    def has_worker(self, worker: str) -> bool:
+        """Whether the worker's task queue exists (the worker has started at least once)."""
+
+    @abstractmethod
     def declare_job(self, job: str, workers: Sequence[str]) -> None:
         """Declare the job's durable reply queue for each worker."""
 

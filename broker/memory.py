@@ -85,6 +85,9 @@ class MemoryBroker(Broker):
     def declare_worker(self, worker: str) -> None:
         self._hub.declare(self._topology.task_queue(worker), worker)
 
+    def has_worker(self, worker: str) -> bool:
+        return self._topology.task_queue(worker) in self._hub.queues
+
     def declare_job(self, job: str, workers: Sequence[str]) -> None:
         for worker in workers:
             self._hub.declare(self._topology.reply_queue(job, worker), worker)

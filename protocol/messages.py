@@ -36,7 +36,7 @@ class TrainConfig:
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
 class TrainTask:
     job: str
     round: int
@@ -45,7 +45,7 @@ class TrainTask:
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
 class EvaluateTask:
     job: str
     round: int
@@ -53,7 +53,7 @@ class EvaluateTask:
     weights: Weights
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
 class Reply:
     """A worker's successful answer: its update (empty for evaluation) and what it measured."""
 

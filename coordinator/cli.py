@@ -1,0 +1,158 @@
+"""The `fedmq` command: worker, train, demo.
+
+Settings are built here, once, from the arguments; nothing below reads the environment.
+Exit codes: 0 done, 1 training failed, 2 usage or connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from broker.settings import MEMORY_URL, BrokerSettings
+from broker.topology import Topology
+from coordinator.console import RoundReporter
+from coordinator.demo import run_demo
+from coordinator.job import TrainingJob
+from coordinator.settings import TrainSettings, default_job_name
+from protocol.errors import BrokerError, FedmqError
+from protocol.messages import TrainConfig
+from worker.main import run_worker
+from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
+
+LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    err = Console(stderr=True)
+    try:
+        return int(args.run(args) or 0)
+    except ValueError as e:
+        err.print(f"fedmq: {e}", markup=False, highlight=False)
+        return EXIT_USAGE
+    except BrokerError as e:
+        err.print(f"fedmq: {e}", markup=False, highlight=False)
+        return EXIT_USAGE
+    except FedmqError as e:
+        err.print(f"fedmq: training failed: {e}", markup=False, highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("fedmq: interrupted")
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedmq", description="Federated learning for PyTorch over RabbitMQ.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="serve train and evaluate tasks on a private shard")
+    worker.add_argument("--id", required=True, help="this worker's name (its task queue)")
+    worker.add_argument("--task", required=True, help="toy, digits, or package.module of your own")
+    worker.add_argument("--shard", default="0/1", help="which part of the data this worker holds: i/n")
+    worker.add_argument("--partition", choices=["iid", "label"], default="iid")
+    worker.add_argument("--device", default="cpu", help="cpu or cuda")
+    worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
+                        "workers often share a machine's cores)")
+    _broker_options(worker, default=LOCAL_RABBITMQ)
+    worker.set_defaults(run=_worker)
+
+    train = commands.add_parser("train", help="run federated rounds with running workers")
+    train.add_argument("--task", required=True)
+    train.add_argument("--workers", required=True, help="comma-separated worker names")
+    _training_options(train, rounds=20)
+    train.add_argument("--min-replies", type=int, help="rounds may close with this many replies "
+                       "once --round-timeout passes (default: all workers)")
+    train.add_argument("--round-timeout", type=float, default=300.0, help="seconds (default 300)")
+    train.add_argument("--checkpoint-dir", type=Path)
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    train.add_argument("--job", help="job name (default: from the task)")
+    _broker_options(train, default=LOCAL_RABBITMQ)
+    train.set_defaults(run=_train)
+
+    demo = commands.add_parser("demo", help="train with in-process workers, no setup needed")
+    demo.add_argument("--workers", type=int, default=3, help="how many workers (default 3)")
+    demo.add_argument("--task", default="digits")
+    _training_options(demo, rounds=10)
+    _broker_options(demo, default=MEMORY_URL)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the task's, else 0.05)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics-out", type=Path, help="append one JSON line per round here")
+
+
+def _broker_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {default})")
+    parser.add_argument("--prefix", default="fedmq", help="prefix of exchange and queue names")
+    parser.add_argument("--chunk-size", type=int, default=8 << 20, help="bytes per message above which "
+                        "payloads are chunked (default 8 MiB)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(default_broker=default)
+
+
+def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
+    url = BrokerSettings.url_from(args.broker, default=args.default_broker)
+    return BrokerSettings(url=url, topology=Topology(args.prefix), chunk_size=args.chunk_size)
+
+
+def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra: object) -> TrainSettings:
+    config = TrainConfig(lr=args.lr if args.lr is not None else _task_lr(args.task), epochs=args.epochs,
+                         batch_size=args.batch_size, seed=args.seed)
+    return TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
+                         metrics_out=args.metrics_out, **extra)  # type: ignore[arg-type]
+
+
+def _task_lr(task: str) -> float:
+    from worker.task import load_task
+
+    return load_task(task).default_lr
+
+
+def _worker(args: argparse.Namespace) -> int:
+    shard = ShardSpec.parse(args.shard, partition=args.partition)
+    settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads)
+    run_worker(settings, _broker_settings(args))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    apply_torch_threads(1)
+    workers = tuple(name.strip() for name in args.workers.split(",") if name.strip())
+    settings = _train_settings(args, workers, min_replies=args.min_replies, round_timeout_s=args.round_timeout,
+                               checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                               job=args.job or default_job_name(args.task))
+    from broker.settings import open_broker
+
+    with open_broker(_broker_settings(args)) as broker, RoundReporter(settings.rounds, f"fedmq train {settings.job}") as report:
+        TrainingJob(broker, settings, on_round=report).run()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    apply_torch_threads(1)
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    workers = tuple(f"w{i}" for i in range(args.workers))
+    settings = _train_settings(args, workers, job="demo")
+    broker_settings = _broker_settings(args)
+    title = f"fedmq demo: {args.task}, {args.workers} workers, {broker_settings.url.split('@')[-1]}"
+    with RoundReporter(settings.rounds, title) as report:
+        run_demo(settings, broker_settings, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

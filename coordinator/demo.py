@@ -1,0 +1,80 @@
+"""`fedmq demo`: a coordinator and N workers on one machine, with no setup.
+
+By default everything runs in this process over the memory broker. With a RabbitMQ URL the
+workers are real `fedmq worker` subprocesses and the coordinator talks to them through it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from broker.memory import MemoryBroker, MemoryHub
+from broker.settings import BrokerSettings, open_broker
+from coordinator.job import OnRound, TrainingJob
+from coordinator.settings import TrainSettings
+from protocol.messages import Weights
+from worker.service import WorkerService
+from worker.settings import ShardSpec, WorkerSettings
+from worker.task import load_task
+
+
+def run_demo(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+    if broker_settings.url.startswith("memory:"):
+        return _in_process(settings, broker_settings, on_round)
+    return _over_rabbitmq(settings, broker_settings, on_round)
+
+
+def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+    hub = MemoryHub(broker_settings.topology)
+    task = load_task(settings.task)
+    stop = threading.Event()
+    threads = []
+    for index, name in enumerate(settings.workers):
+        broker = MemoryBroker(hub)
+        broker.declare_worker(name)  # before the coordinator's first publish
+        service = WorkerService(broker, WorkerSettings(name, settings.task, ShardSpec(index, len(settings.workers))),
+                                task=task)
+        threads.append(threading.Thread(target=service.serve, args=(stop,), name=name, daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        with MemoryBroker(hub) as broker:
+            return TrainingJob(broker, settings, task=task, on_round=on_round).run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+    run_id = uuid.uuid4().hex[:6]
+    workers = tuple(f"demo-{run_id}-{name}" for name in settings.workers)
+    settings = replace(settings, job=f"demo-{run_id}", workers=workers)
+    with open_broker(broker_settings) as broker, _worker_processes(settings, broker_settings):
+        return TrainingJob(broker, settings, on_round=on_round).run()
+
+
+@contextmanager
+def _worker_processes(settings: TrainSettings, broker_settings: BrokerSettings) -> Iterator[None]:
+    count = len(settings.workers)
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", settings.task,
+         "--shard", f"{index}/{count}", "--broker", broker_settings.url,
+         "--prefix", broker_settings.topology.prefix, "--log-level", "warning"])
+        for index, name in enumerate(settings.workers)]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()  # graceful: the task in hand finishes first
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

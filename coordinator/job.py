@@ -1,0 +1,145 @@
+"""The round loop of a federated training run.
+
+Each round: send the global model to every worker, collect the replies (streaming each update
+into the strategy), aggregate, evaluate, log one JSON line, checkpoint. Deterministic given the
+seed, so a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+
+import torch
+
+from broker.base import Broker
+from coordinator.aggregation import fit_error, weighted_mean
+from coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from coordinator.evaluation import Evaluator
+from coordinator.metrics import MetricsLog, RoundMetrics
+from coordinator.proxy import RemoteWorker
+from coordinator.rounds import Collected, ReplyCollector
+from coordinator.settings import TrainSettings
+from coordinator.strategy import FedAvg, Failure, Strategy
+from protocol.errors import TrainingFailed, Unroutable
+from protocol.messages import Reply, TrainConfig, Weights
+from worker.task import Task, load_task
+
+log = logging.getLogger("fedmq.coordinator")
+OnRound = Callable[[RoundMetrics], None]
+
+
+def round_seed(seed: int, round_: int, worker: str) -> int:
+    """Each worker's shuffling seed for a round: fixed by the run's seed, different per worker."""
+    return zlib.crc32(f"{seed}:{round_}:{worker}".encode()) ^ seed
+
+
+class TrainingJob:
+    def __init__(self, broker: Broker, settings: TrainSettings, *, task: Task | None = None,
+                 strategy: Strategy | None = None, on_round: OnRound | None = None) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.task = task or load_task(settings.task)
+        self.strategy = strategy or FedAvg()
+        self.on_round = on_round
+        self.workers = [RemoteWorker(broker, name) for name in settings.workers]
+        self.evaluator = Evaluator(broker, self.task, settings)
+        self._metrics = MetricsLog(settings.metrics_out, append=settings.resume) if settings.metrics_out else None
+
+    def run(self) -> Weights:
+        """Train for the configured rounds; the final global weights. TrainingFailed if a round fails."""
+        first_round, weights = self._starting_point()
+        names = list(self.settings.workers)
+        self.broker.declare_job(self.settings.job, names)
+        self.broker.consume_replies(self.settings.job, names)
+        self._wait_for_workers()
+        for round_ in range(first_round, self.settings.rounds + 1):
+            weights = self._round(round_, weights)
+        return weights
+
+    def _starting_point(self) -> tuple[int, Weights]:
+        s = self.settings
+        if s.resume and s.checkpoint_dir and (checkpoint := load_checkpoint(s.checkpoint_dir)):
+            if (checkpoint.task, checkpoint.seed) != (s.task, s.config.seed):
+                raise TrainingFailed(f"the checkpoint in {s.checkpoint_dir} is of task {checkpoint.task!r} "
+                                     f"seed {checkpoint.seed}; resume with those or use another --checkpoint-dir")
+            self.strategy.load_state_dict(checkpoint.strategy_state)
+            log.info("resuming job %s after round %d", s.job, checkpoint.round)
+            return checkpoint.round + 1, checkpoint.weights
+        torch.manual_seed(s.config.seed)  # the initial model is a function of the seed
+        return 1, {k: v.detach().clone() for k, v in self.task.build_model().state_dict().items()}
+
+    def _wait_for_workers(self) -> None:
+        deadline = time.monotonic() + self.settings.wait_for_workers_s
+        missing = [w for w in self.settings.workers if not self.broker.has_worker(w)]
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.2)
+            missing = [w for w in missing if not self.broker.has_worker(w)]
+        if missing:
+            log.warning("workers not up after %.0fs: %s", self.settings.wait_for_workers_s, ", ".join(missing))
+
+    def _round(self, round_: int, weights: Weights) -> Weights:
+        s = self.settings
+        started = time.perf_counter()
+        self.strategy.begin_round(weights)
+        asked, failures = self._send_train(round_, weights)
+        collector = ReplyCollector(self.broker, s.job, round_, asked)
+        collected = collector.collect(time.monotonic() + s.round_timeout_s, self._folder(weights))
+        collected.failures[:0] = failures
+        if len(collected.replies) < s.needed_replies:
+            raise TrainingFailed(_shortfall(round_, s.needed_replies, collected))
+        new_weights = self.strategy.end_round(collected.failures)
+        wall_s = time.perf_counter() - started
+        evaluation = self.evaluator.evaluate(round_, new_weights)
+        metrics = RoundMetrics(
+            job=s.job, round=round_, wall_s=wall_s,
+            worker_train_s=max((r.metrics.get("train_seconds", 0.0) for r in collected.replies), default=0.0),
+            replies=len(collected.replies), failed=len(collected.failures), dropped=collected.dropped,
+            train_loss=weighted_mean([(r.metrics["train_loss"], r.num_examples)
+                                      for r in collected.replies if "train_loss" in r.metrics]),
+            eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
+            failures={f.worker: f.reason for f in collected.failures})
+        self._finish(metrics, new_weights)
+        return new_weights
+
+    def _send_train(self, round_: int, weights: Weights) -> tuple[dict[str, str], list[Failure]]:
+        asked: dict[str, str] = {}
+        failures: list[Failure] = []
+        c = self.settings.config
+        for worker in self.workers:
+            config = TrainConfig(c.lr, c.epochs, c.batch_size, round_seed(c.seed, round_, worker.name))
+            try:
+                asked[worker.train(self.settings.job, round_, weights, config)] = worker.name
+            except Unroutable as e:
+                failures.append(Failure(worker.name, str(e)))
+        return asked, failures
+
+    def _folder(self, weights: Weights) -> Callable[[Reply], str | None]:
+        def fold(reply: Reply) -> str | None:
+            error = fit_error(weights, reply.update)
+            if error is None:
+                self.strategy.accumulate(reply)
+            return error
+        return fold
+
+    def _finish(self, metrics: RoundMetrics, weights: Weights) -> None:
+        s = self.settings
+        if self._metrics:
+            self._metrics.write(metrics)
+        if s.checkpoint_dir:
+            save_checkpoint(s.checkpoint_dir, Checkpoint(s.job, s.task, s.config.seed, metrics.round,
+                                                         weights, self.strategy.state_dict()))
+        if self.on_round:
+            self.on_round(metrics)
+
+
+def _shortfall(round_: int, needed: int, collected: Collected) -> str:
+    got = len(collected.replies)
+    parts = [f"round {round_} got {got} usable replies of the {needed} needed"]
+    if collected.silent:
+        parts.append(f"silent: {', '.join(collected.silent)}")
+    if collected.failures:
+        parts.append("failed: " + "; ".join(f"{f.worker}: {f.reason}" for f in collected.failures))
+    return " — ".join(parts) + ". Check those workers, or lower --min-replies / raise --round-timeout."

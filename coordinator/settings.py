@@ -1,0 +1,48 @@
+"""Settings of a training run, built once at the CLI edge."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.messages import TrainConfig, check_name
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    task: str
+    workers: tuple[str, ...]
+    rounds: int = 20
+    config: TrainConfig = TrainConfig()
+    min_replies: int | None = None  # None: every worker must answer
+    round_timeout_s: float = 300.0
+    wait_for_workers_s: float = 30.0  # before round 1, how long workers may take to come up
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    metrics_out: Path | None = None
+    job: str = "fedmq"
+
+    def __post_init__(self) -> None:
+        check_name("job", self.job)
+        if not self.workers:
+            raise ValueError("name at least one worker (--workers alice,bob)")
+        for worker in self.workers:
+            check_name("worker", worker)
+        if len(set(self.workers)) != len(self.workers):
+            raise ValueError("worker names must be distinct")
+        if self.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
+        if self.min_replies is not None and not 1 <= self.min_replies <= len(self.workers):
+            raise ValueError(f"--min-replies must be between 1 and the number of workers ({len(self.workers)})")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("--resume needs --checkpoint-dir")
+
+    @property
+    def needed_replies(self) -> int:
+        return self.min_replies if self.min_replies is not None else len(self.workers)
+
+
+def default_job_name(task: str) -> str:
+    """A job name derived from the task: queue-safe, stable across restarts (for --resume)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", task)[:64]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +18,7 @@ from broker.settings import BrokerSettings, open_broker
 from coordinator.job import OnRound, TrainingJob
 from coordinator.settings import TrainSettings
 from protocol.messages import Weights
-from worker.service import WorkerService
-from worker.settings import ShardSpec, WorkerSettings
+from worker.pool import LocalWorkers
 from worker.task import load_task
 
 
@@ -33,23 +31,8 @@ def run_demo(settings: TrainSettings, broker_settings: BrokerSettings, on_round:
 def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
     hub = MemoryHub(broker_settings.topology)
     task = load_task(settings.task)
-    stop = threading.Event()
-    threads = []
-    for index, name in enumerate(settings.workers):
-        broker = MemoryBroker(hub)
-        broker.declare_worker(name)  # before the coordinator's first publish
-        service = WorkerService(broker, WorkerSettings(name, settings.task, ShardSpec(index, len(settings.workers))),
-                                task=task)
-        threads.append(threading.Thread(target=service.serve, args=(stop,), name=name, daemon=True))
-    for thread in threads:
-        thread.start()
-    try:
-        with MemoryBroker(hub) as broker:
-            return TrainingJob(broker, settings, task=task, on_round=on_round).run()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
+    with LocalWorkers(hub, task, settings.workers), MemoryBroker(hub) as broker:
+        return TrainingJob(broker, settings, task=task, on_round=on_round).run()
 
 
 def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:

@@ -1,0 +1,37 @@
+"""Codec speed: encode and decode a 256 MB state dict (target >= 1 GB/s each way)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.table import Row, median_seconds
+from protocol.messages import Reply, decode_message, encode_message
+
+MODEL_BYTES = 256 << 20
+CHUNK = 8 << 20
+
+
+def state_dict(total_bytes: int, tensors: int = 32) -> dict[str, torch.Tensor]:
+    per = total_bytes // tensors // 4
+    return {f"layer{i}.weight": torch.randn(per) for i in range(tensors)}
+
+
+def run() -> list[Row]:
+    update = state_dict(MODEL_BYTES)
+    reply = Reply("bench", 1, "t", "w", update, 1, {})
+    encoded = encode_message(reply)
+    gb = len(encoded) / 1e9
+    encode_s = median_seconds(lambda: encode_message(reply), repeats=5)
+    decode_s = median_seconds(lambda: decode_message(encoded), repeats=5)
+    whole = bytes(encoded)
+
+    def decode_chunked() -> None:
+        decode_message([whole[i:i + CHUNK] for i in range(0, len(whole), CHUNK)])
+
+    chunked_s = median_seconds(decode_chunked, repeats=5)
+    note = f"{len(encoded) >> 20} MiB, {len(update)} tensors, median of 5"
+    return [
+        Row("codec encode", gb / encode_s, "GB/s", ">= 1.0", note),
+        Row("codec decode", gb / decode_s, "GB/s", ">= 1.0", note),
+        Row("codec decode, 8 MiB parts", gb / chunked_s, "GB/s", ">= 1.0", "as a chunked delivery arrives (incl. slicing)"),
+    ]

@@ -1,0 +1,1 @@
+"""The coordinator: rounds, strategies, evaluation, checkpoints and the fedmq CLI."""

@@ -1,0 +1,215 @@
+"""A worker: takes tasks from its queue, trains or evaluates on its private shard, replies.
+
+The shard is loaded once and stays in this process: only weight deltas, example counts and
+metrics leave it. One task is in hand at a time (the broker delivers one unacknowledged task per
+worker), and a task is acknowledged only after its reply is confirmed, so a worker that dies
+mid-task loses nothing: the broker hands the task out again.
+
+A task the worker cannot run (undecodable bytes, the wrong message kind, weights that do not fit
+the task's model, a user `train` that raises) goes to the dead-letter queue with its reason, and
+the coordinator is told through an ErrorReply whenever the task names a job. The worker goes on
+serving: one bad message never ends a long-running worker. Broker failures (BrokerError) do end
+`serve`; the unacknowledged task then returns to its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from broker.base import Broker, Delivery
+from protocol.errors import BrokerError, DecodeError, TaskError, Unroutable
+from protocol.messages import (
+    ErrorReply,
+    EvaluateTask,
+    Reply,
+    TrainTask,
+    Weights,
+    decode_message,
+    encode_message,
+)
+from worker.settings import WorkerSettings
+from worker.task import Dataset, Task, as_pair, load_task
+
+log = logging.getLogger("fedmq.worker")
+_Work = Callable[[], tuple[dict[str, float], float]]  # local work: (metrics, seconds)
+MAX_REASON = 2000  # characters: a reason travels in a header and a reply, a traceback need not
+
+
+class WorkerService:
+    """Serves one worker's task queue with one task definition and one shard."""
+
+    def __init__(self, broker: Broker, settings: WorkerSettings, task: Task | None = None) -> None:
+        self._broker = broker
+        self._settings = settings
+        self._task = task if task is not None else load_task(settings.task)
+        self._device = resolve_device(settings.device)
+        # One model for the service's life: each task loads its weights into it, so a round
+        # allocates only the update it sends back.
+        self._model = self._task.build_model().to(self._device)
+        self._shapes = {name: tuple(t.shape) for name, t in self._model.state_dict().items()}
+        shard = self._task.load_shard(settings.shard)
+        self._num_examples = self._task.num_examples(shard)
+        if self._num_examples < 1:
+            raise TaskError(f"shard {settings.shard} of task {self._task.name!r} holds no examples: "
+                            f"use fewer shards")
+        self._shard = _on_device(shard, self._device)
+
+    @property
+    def worker_id(self) -> str:
+        return self._settings.worker_id
+
+    @property
+    def num_examples(self) -> int:
+        return self._num_examples
+
+    def serve(self, stop: threading.Event) -> None:
+        """Handle tasks until `stop` is set; the task in hand finishes (replied, acked) first."""
+        self._broker.declare_worker(self.worker_id)
+        self._broker.consume_tasks(self.worker_id)
+        while not stop.is_set():
+            delivery = self._broker.receive(timeout=self._settings.poll_s)
+            if delivery is not None:
+                self.handle(delivery)
+
+    def handle(self, delivery: Delivery) -> None:
+        """Run one delivered task to its end: replied and acked, or dead-lettered."""
+        message = self._decode(delivery)
+        if message is None:
+            return
+        kind = "train" if isinstance(message, TrainTask) else "evaluate"
+        try:
+            reply, seconds = self._run(message)
+            body = encode_message(reply)
+        except BrokerError:
+            raise  # the transport is gone: nothing to reply through; the task will be redelivered
+        except TaskError as e:  # the task does not fit this worker's task definition
+            self._fail(delivery, message, _clip(str(e)))
+            return
+        except Exception as e:  # the user's code failed: report it, keep serving
+            log.exception("job %s round %d: %s failed", message.job, message.round, kind)
+            self._fail(delivery, message, _clip(f"{kind} failed: {type(e).__name__}: {e}"))
+            return
+        try:
+            self._broker.publish_reply(message.job, self.worker_id, body)
+        except Unroutable:
+            # The job has no reply queue: it is over (finished, or its coordinator gave up).
+            # Nothing would ever take this reply, and requeueing would only repeat the work.
+            log.warning("job %s round %d: no reply queue (the job is gone); %s result dropped",
+                        message.job, message.round, kind)
+        self._broker.ack(delivery)  # only now: the reply is confirmed (or has nowhere to go)
+        log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
+                 self._num_examples, seconds)
+
+    def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | None:
+        """The task in `delivery`, or None after dead-lettering what is not a task."""
+        # decode_message consumes a list of parts as it reads; a dead letter still needs them.
+        data = delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts)
+        try:
+            message = decode_message(data)
+        except DecodeError as e:
+            self._reject(delivery, _clip(f"undecodable task: {e}"))
+            return None
+        if isinstance(message, (TrainTask, EvaluateTask)):
+            return message
+        self._reject(delivery, f"unexpected message kind: a {type(message).__name__} on the task queue "
+                               f"of worker {self.worker_id!r} (job {message.job!r})")
+        return None
+
+    def _run(self, task: TrainTask | EvaluateTask) -> tuple[Reply, float]:
+        """The reply to `task` and the seconds its local work took; TaskError if it does not fit."""
+        self._load(task.weights)
+        work = self._trainer(task) if isinstance(task, TrainTask) else self._evaluator()
+        # Beside the connection's I/O: heartbeats keep flowing however long training takes.
+        metrics, seconds = self._broker.run_beside_io(work)
+        if isinstance(task, TrainTask):
+            update = self._delta(task.weights)
+            metrics = {**metrics, "train_seconds": seconds}
+        else:
+            update = {}
+        reply = Reply(task.job, task.round, task.task_id, self.worker_id, update, self._num_examples, metrics)
+        return reply, seconds
+
+    def _trainer(self, task: TrainTask) -> _Work:
+        def work() -> tuple[dict[str, float], float]:
+            started = time.perf_counter()
+            metrics = self._task.train(self._model, self._shard, task.config)
+            return metrics, time.perf_counter() - started
+        return work
+
+    def _evaluator(self) -> _Work:
+        def work() -> tuple[dict[str, float], float]:
+            started = time.perf_counter()
+            metrics = self._task.evaluate(self._model, self._shard)
+            return metrics, time.perf_counter() - started
+        return work
+
+    def _load(self, weights: Weights) -> None:
+        """Load the global weights into the model; TaskError naming the first misfit."""
+        misfit = self._misfit(weights)
+        if misfit is not None:
+            raise TaskError(f"weights do not fit task {self._task.name!r}: {misfit}")
+        self._model.load_state_dict(weights)  # copies: the decoded tensors are read-only views
+
+    def _misfit(self, weights: Weights) -> str | None:
+        for name, shape in self._shapes.items():
+            if name not in weights:
+                return f"{name!r} is missing (the model's shape is {list(shape)})"
+            if tuple(weights[name].shape) != shape:
+                return f"{name!r} has shape {list(weights[name].shape)}, the model's is {list(shape)}"
+        for name in weights:
+            if name not in self._shapes:
+                return f"{name!r} is not in the model"
+        return None
+
+    def _delta(self, start: Weights) -> Weights:
+        """trained - start per state-dict entry, on the CPU, in the model's dtypes."""
+        trained = self._model.state_dict()
+        return {name: trained[name].detach().to("cpu") - start[name].to(trained[name].dtype) for name in trained}
+
+    def _fail(self, delivery: Delivery, task: TrainTask | EvaluateTask, reason: str) -> None:
+        """Tell the job why the task failed, then dead-letter it (which acks it)."""
+        log.warning("job %s round %d: task rejected: %s", task.job, task.round, reason)
+        error = ErrorReply(task.job, task.round, task.task_id, self.worker_id, reason)
+        # The error reply goes first: if the broker fails between the two, the task is redelivered
+        # and reported again (the coordinator drops duplicates) instead of vanishing unreported.
+        try:
+            self._broker.publish_reply(task.job, self.worker_id, encode_message(error))
+        except Unroutable:
+            log.warning("job %s has no reply queue (the job is gone); error reply dropped", task.job)
+        self._broker.dead_letter(delivery, reason)
+
+    def _reject(self, delivery: Delivery, reason: str) -> None:
+        log.warning("worker %s dead-lettered a message: %s", self.worker_id, reason)
+        self._broker.dead_letter(delivery, reason)
+
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device `name` ("cpu", "cuda", "cuda:1"); TaskError when it cannot be used here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise TaskError(f"unknown device {name!r}: use cpu or cuda") from e
+    if device.type not in ("cpu", "cuda"):
+        raise TaskError(f"device {name!r} is not supported: use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TaskError(f"device {name!r} was asked for but CUDA is not available here "
+                        f"(torch {torch.__version__}); install a CUDA build of torch or use --device cpu")
+    return device
+
+
+def _on_device(dataset: Dataset, device: torch.device) -> Dataset:
+    """A pair dataset moved to `device` once, so training does not copy batches across."""
+    pair = as_pair(dataset)
+    if pair is None or device.type == "cpu":
+        return dataset
+    return pair[0].to(device), pair[1].to(device)
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."

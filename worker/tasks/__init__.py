@@ -1,0 +1,1 @@
+"""fedmq's built-in tasks: `toy` (the PySyft tutorial's four points) and `digits` (scikit-learn)."""

@@ -1,0 +1,61 @@
+"""Coordinator memory: peak RSS growth over a round with 16 workers and a 64 MB model.
+
+Target: growth <= 3x the model's size, i.e. memory that follows the model, not the number of
+workers. The workers run in one separate process (16 connections, one thread each) so that
+only the coordinator's memory is measured here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from benchmarks.table import Row
+from benchmarks.workers import delete_topology
+from broker.rabbitmq import RabbitBroker
+from broker.settings import BrokerSettings
+from broker.topology import Topology
+from coordinator.job import TrainingJob
+from coordinator.settings import TrainSettings
+
+WORKERS = 16
+ROUNDS = 2
+TASK = "benchmarks.bigmodel"
+
+
+def run(url: str) -> list[Row]:
+    topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
+    names = tuple(f"w{i}" for i in range(WORKERS))
+    hosts = subprocess.Popen([sys.executable, "-m", "benchmarks.worker_host", "--broker", url,
+                              "--prefix", topology.prefix, "--task", TASK, *names])
+    try:
+        settings = TrainSettings(TASK, names, rounds=ROUNDS, job="bench-memory", wait_for_workers_s=120)
+        with RabbitBroker(BrokerSettings(url, topology)) as broker:
+            job = TrainingJob(broker, settings)
+            model_bytes = sum(t.numel() * t.element_size() for t in job.task.build_model().state_dict().values())
+            _reset_peak()
+            before = _status_kb("VmRSS")
+            job.run()
+            peak = _status_kb("VmHWM")
+            broker.delete_job(settings.job, names)
+    finally:
+        hosts.terminate()
+        hosts.wait(timeout=60)
+        delete_topology(url, topology, names)
+    growth = (peak - before) * 1024 / model_bytes
+    return [Row("coordinator peak RSS growth / model size", growth, "x", "<= 3",
+                f"{WORKERS} workers, {model_bytes / 2**20:.0f} MiB model, {ROUNDS} rounds, "
+                f"+{(peak - before) / 1024:.0f} MiB")]
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM restarts from the current RSS
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")

@@ -11,15 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from broker.settings import MEMORY_URL, BrokerSettings
 from broker.topology import Topology
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
 from coordinator.job import TrainingJob
 from coordinator.settings import TrainSettings, default_job_name
-from protocol.errors import BrokerError, FedmqError
+from protocol.errors import BrokerError, FedmqError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
 from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
@@ -31,21 +29,23 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    err = Console(stderr=True)
+    if args.log_level != "debug":  # fedmq reports connection trouble itself, in one line
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         return int(args.run(args) or 0)
-    except ValueError as e:
-        err.print(f"fedmq: {e}", markup=False, highlight=False)
-        return EXIT_USAGE
+    except (ValueError, TaskError) as e:
+        return _fail(EXIT_USAGE, str(e))
     except BrokerError as e:
-        err.print(f"fedmq: {e}", markup=False, highlight=False)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, str(e))
     except FedmqError as e:
-        err.print(f"fedmq: training failed: {e}", markup=False, highlight=False)
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, f"training failed: {e}")
     except KeyboardInterrupt:
-        err.print("fedmq: interrupted")
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, "interrupted")
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"fedmq: {message}", file=sys.stderr)
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", default="cpu", help="cpu or cuda")
     worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
                         "workers often share a machine's cores)")
-    _broker_options(worker, default=LOCAL_RABBITMQ)
+    _broker_options(worker, default=LOCAL_RABBITMQ, log_level="info")
     worker.set_defaults(run=_worker)
 
     train = commands.add_parser("train", help="run federated rounds with running workers")
@@ -73,14 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", type=Path)
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument("--job", help="job name (default: from the task)")
-    _broker_options(train, default=LOCAL_RABBITMQ)
+    _broker_options(train, default=LOCAL_RABBITMQ, log_level="warning")
     train.set_defaults(run=_train)
 
     demo = commands.add_parser("demo", help="train with in-process workers, no setup needed")
     demo.add_argument("--workers", type=int, default=3, help="how many workers (default 3)")
     demo.add_argument("--task", default="digits")
     _training_options(demo, rounds=10)
-    _broker_options(demo, default=MEMORY_URL)
+    _broker_options(demo, default=MEMORY_URL, log_level="warning")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -94,12 +94,12 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--metrics-out", type=Path, help="append one JSON line per round here")
 
 
-def _broker_options(parser: argparse.ArgumentParser, default: str) -> None:
+def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
     parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {default})")
     parser.add_argument("--prefix", default="fedmq", help="prefix of exchange and queue names")
     parser.add_argument("--chunk-size", type=int, default=8 << 20, help="bytes per message above which "
                         "payloads are chunked (default 8 MiB)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=log_level, choices=["debug", "info", "warning", "error"])
     parser.set_defaults(default_broker=default)
 
 

@@ -44,8 +44,8 @@ class RoundReporter:
 
 def round_table(rows: list[RoundMetrics], title: str) -> Table:
     table = Table(title=title)
-    for column in ("round", "replies", "dropped", "failed", "train loss", "eval loss", "eval acc",
-                   "wall s", "worker train s"):
+    for column in ("round", "replies", "dropped", "failed", "train loss", "eval loss", "accuracy",
+                   "wall s", "train s"):
         table.add_column(column, justify="right")
     for m in rows:
         table.add_row(str(m.round), str(m.replies), str(m.dropped), str(m.failed), _fmt(m.train_loss),

@@ -1,0 +1,247 @@
+"""Payloads larger than one broker message: splitting, and reassembly that trusts nothing.
+
+RabbitMQ caps message size (128 MiB on 3.x, 16 MiB by default on 4.x), and a model update
+can be larger, so a payload above `chunk_size` crosses as one *announcement* (empty body;
+headers: message id, chunk count, total size) followed by its chunks (headers: message id,
+index, crc32). A payload that fits travels as one plain message with no chunk headers.
+
+The Reassembler is fed every piece taken from a queue, in whatever order and interleaving
+the queue yields them (two publishers may feed one queue). It verifies each piece and
+reports, per message, either the assembled parts or why it dropped them, so one corrupt
+message never costs another. This module is pure: no pika, no clock it does not inject.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from protocol.errors import ChunkError
+
+MESSAGE_ID = "x-fedmq-id"
+CHUNK_COUNT = "x-fedmq-chunks"
+TOTAL_SIZE = "x-fedmq-size"
+CHUNK_INDEX = "x-fedmq-index"
+CHUNK_CRC = "x-fedmq-crc32"
+# 4 GiB: msgpack's own bin limit, so no valid fedmq message is refused for size alone.
+MAX_PENDING_BYTES = 4 << 30
+
+Headers = dict[str, object]
+TagT = TypeVar("TagT")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One broker message to publish: the chunk headers (none for a plain message) and body."""
+
+    headers: Headers
+    body: bytes | memoryview
+
+
+def split(
+    payload: bytes | memoryview, chunk_size: int, message_id: str | None = None
+) -> Iterator[Frame]:
+    """The messages that carry `payload`, in publishing order; chunk bodies are zero-copy views."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 byte, got {chunk_size}")
+    if len(payload) <= chunk_size:
+        yield Frame({}, payload)
+        return
+    view = memoryview(payload).cast("B")  # byte-indexed, whatever the exporter's format
+    message_id = message_id or uuid.uuid4().hex
+    count = -(-len(view) // chunk_size)
+    yield Frame({MESSAGE_ID: message_id, CHUNK_COUNT: count, TOTAL_SIZE: len(view)}, b"")
+    for index in range(count):
+        piece = view[index * chunk_size : (index + 1) * chunk_size]
+        yield Frame(
+            {MESSAGE_ID: message_id, CHUNK_INDEX: index, CHUNK_CRC: zlib.crc32(piece)}, piece
+        )
+
+
+def is_piece(headers: Mapping[str, object]) -> bool:
+    """Whether a received message is an announcement or chunk (else it is a whole payload)."""
+    return MESSAGE_ID in headers
+
+
+@dataclass
+class Assembled(Generic[TagT]):
+    """A chunked message, complete and verified."""
+
+    origin: str
+    message_id: str
+    parts: list[bytes]  # chunk bodies in index order
+    tags: list[TagT]  # every piece's tag, announcement first: all must be acknowledged
+    headers: Headers  # the announcement's headers
+
+
+@dataclass
+class Dropped(Generic[TagT]):
+    """Pieces to acknowledge and forget: a message that failed, or late pieces of one."""
+
+    origin: str
+    message_id: str
+    tags: list[TagT]
+    headers: Headers
+    error: ChunkError | None  # None: pieces of a message already reported; ack them quietly
+
+
+@dataclass
+class _Pending(Generic[TagT]):
+    count: int
+    size: int
+    headers: Headers
+    last_seen: float
+    tags: list[TagT]
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    received: int = 0
+
+
+class Reassembler(Generic[TagT]):
+    """Collects chunks per (origin, message id); bounded in time and in pending bytes."""
+
+    def __init__(
+        self,
+        timeout_s: float,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._max_pending_bytes = max_pending_bytes
+        self._clock = clock
+        self._pending: dict[tuple[str, str], _Pending[TagT]] = {}
+        # Messages dropped recently: their later pieces are discarded, not reported again.
+        self._dropped: dict[tuple[str, str], float] = {}
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes reserved by incomplete messages (their announced sizes)."""
+        return sum(pending.size for pending in self._pending.values())
+
+    def waiting_origins(self) -> list[str]:
+        """Origins with an incomplete message, the one waiting longest first."""
+        ordered = sorted(self._pending.items(), key=lambda item: item[1].last_seen)
+        return list(dict.fromkeys(origin for (origin, _), _ in ordered))
+
+    def offer(
+        self, origin: str, headers: Mapping[str, object], body: bytes, tag: TagT
+    ) -> Assembled[TagT] | Dropped[TagT] | None:
+        """Take one piece; the message it completes or drops, or None while it is incomplete."""
+        message_id = headers.get(MESSAGE_ID)
+        key = (origin, message_id if isinstance(message_id, str) else "")
+        if key in self._dropped:
+            return Dropped(origin, key[1], [tag], dict(headers), None)
+        try:
+            if not key[1]:
+                raise ChunkError(f"a chunk piece from {origin} has no valid {MESSAGE_ID} header")
+            if CHUNK_INDEX in headers:
+                return self._add_chunk(key, headers, body, tag)
+            self._announce(key, headers, body, tag)
+            return None
+        except ChunkError as error:
+            return self._drop(key, error, [tag], headers)
+
+    def expire(self) -> list[Dropped[TagT]]:
+        """Drop messages that received no piece for `timeout_s` (a publisher that died mid-way)."""
+        now = self._clock()
+        self._dropped = {
+            key: at for key, at in self._dropped.items() if now - at <= self._timeout_s
+        }
+        stale = [
+            key
+            for key, pending in self._pending.items()
+            if now - pending.last_seen > self._timeout_s
+        ]
+        return [self._drop(key, self._incomplete(key), [], {}) for key in stale]
+
+    def clear(self) -> None:
+        """Forget everything (the connection that held the pieces is gone)."""
+        self._pending.clear()
+        self._dropped.clear()
+
+    def _announce(
+        self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
+    ) -> None:
+        name = f"chunked message {key[1]}"
+        if key in self._pending:
+            raise ChunkError(f"{name} was announced twice")
+        if body:
+            raise ChunkError(f"{name}: the announcement carries {len(body)} bytes, expected none")
+        size = _integer(headers, TOTAL_SIZE, name)
+        count = _integer(headers, CHUNK_COUNT, name)
+        if not 1 <= count <= max(size, 1):
+            raise ChunkError(f"{name}: {count} chunks cannot carry {size} bytes")
+        if self.pending_bytes + size > self._max_pending_bytes:
+            raise ChunkError(
+                f"{name} of {size} bytes would hold more than {self._max_pending_bytes} bytes of "
+                "partial messages in memory"
+            )
+        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag])
+
+    def _add_chunk(
+        self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
+    ) -> Assembled[TagT] | None:
+        name = f"chunked message {key[1]}"
+        pending = self._pending.get(key)
+        if pending is None:
+            raise ChunkError(f"{name}: a chunk arrived without its announcement")
+        index = _integer(headers, CHUNK_INDEX, name)
+        _check_chunk(name, pending, index, _integer(headers, CHUNK_CRC, name), body)
+        pending.chunks[index] = body
+        pending.received += len(body)
+        pending.tags.append(tag)
+        pending.last_seen = self._clock()
+        if len(pending.chunks) < pending.count:
+            return None
+        del self._pending[key]
+        parts = [pending.chunks[i] for i in range(pending.count)]
+        return Assembled(key[0], key[1], parts, pending.tags, pending.headers)
+
+    def _drop(
+        self,
+        key: tuple[str, str],
+        error: ChunkError,
+        tags: list[TagT],
+        headers: Mapping[str, object],
+    ) -> Dropped[TagT]:
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            tags = pending.tags + tags
+            headers = pending.headers
+        if key[1]:
+            self._dropped[key] = self._clock()
+        return Dropped(key[0], key[1], tags, dict(headers), error)
+
+    def _incomplete(self, key: tuple[str, str]) -> ChunkError:
+        pending = self._pending[key]
+        return ChunkError(
+            f"chunked message {key[1]} expired: {len(pending.chunks)} of {pending.count} chunks "
+            f"arrived, none in the last {self._timeout_s:g}s"
+        )
+
+
+def _check_chunk(name: str, pending: _Pending[TagT], index: int, crc: int, body: bytes) -> None:
+    if not 0 <= index < pending.count:
+        raise ChunkError(f"{name}: chunk index {index} is outside 0..{pending.count - 1}")
+    if index in pending.chunks:
+        raise ChunkError(f"{name}: chunk {index} arrived twice")
+    actual = zlib.crc32(body)
+    if actual != crc:
+        raise ChunkError(
+            f"{name}: chunk {index} of {pending.count} is corrupt "
+            f"(crc32 {actual:#010x}, expected {crc:#010x})"
+        )
+    received = pending.received + len(body)
+    last = len(pending.chunks) + 1 == pending.count
+    if received > pending.size or (last and received != pending.size):
+        raise ChunkError(f"{name}: chunks hold {received} bytes so far, announced {pending.size}")
+
+
+def _integer(headers: Mapping[str, object], name: str, what: str) -> int:
+    value = headers.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ChunkError(f"{what}: header {name} must be a non-negative integer, got {value!r:.40}")
+    return int(value)

@@ -1,0 +1,339 @@
+"""The pika side of the RabbitMQ transport: one connection with one confirmed channel,
+reopened after a loss, and connection errors told in words a user can act on.
+
+pika's BlockingConnection is not thread-safe: a Link is used only from the thread that
+connected it (the I/O thread). `run_beside` runs long work on a second thread, which touches
+pika only through its one thread-safe method, `add_callback_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions as px
+from pika.adapters.utils.connection_workflow import (
+    AMQPConnectionWorkflowFailed,
+    AMQPConnectorException,
+    AMQPConnectorPhaseErrorBase,
+    AMQPConnectorStackTimeout,
+)
+
+from broker.settings import BrokerSettings
+from broker.topology import Topology
+from protocol.errors import BrokerError, BrokerUnreachable
+
+R = TypeVar("R")
+Channel = Any  # pika ships no type hints
+
+# A channel closed with these codes means the request itself was wrong (missing queue,
+# mismatched arguments, permissions): a retry cannot help, so they surface at once.
+REFUSALS = {403, 404, 405, 406}
+# Everything pika raises when the connection or channel is gone; AMQPConnectorException and
+# OSError escape the connect workflow unwrapped (timeouts, unknown hosts).
+LOST = (
+    px.AMQPConnectionError,
+    px.ChannelClosed,
+    px.ChannelWrongStateError,
+    AMQPConnectorException,
+    OSError,
+)
+WORK_SLICE_S = 1.0  # bounds a run_beside wait should a wake-up be lost to a reconnect
+START_HINT = (
+    "Start it (`docker compose up -d rabbitmq` or `rabbitmq-server -detached`) "
+    "or pass --broker / set FEDMQ_BROKER."
+)
+
+
+class Link:
+    """A BlockingConnection and its channel; `call` reruns an operation after a reconnect."""
+
+    def __init__(self, settings: BrokerSettings, on_channel: Callable[[Channel], None]) -> None:
+        self.url = redact(settings.url)
+        self.generation = 0  # one per channel: delivery tags of an older channel are void
+        self.reconnects = 0
+        self._settings = settings
+        self._params = _parameters(settings, self.url)
+        self._on_channel = on_channel  # declares topology and starts consumers on a new channel
+        self._connection: Any = None
+        self._channel: Channel = None
+        self._closed = False
+
+    def connect(self) -> None:
+        """The first connection: BrokerUnreachable, in one line, when it fails."""
+        try:
+            self._open()
+        except (px.AMQPConnectionError, AMQPConnectorException, OSError) as e:
+            self._discard()
+            raise BrokerUnreachable(
+                unreachable(self.url, e, self._settings.connect_timeout_s)
+            ) from e
+        except px.AMQPError as e:
+            self._discard()
+            raise BrokerError(
+                f"RabbitMQ at {self.url} refused the fedmq topology: {describe(e)}"
+            ) from e
+
+    def call(self, op: Callable[[Channel], R]) -> R:
+        """op(channel); after a lost connection, reconnect and run it again (within the window)."""
+        deadline: float | None = None
+        while True:
+            if self._closed:
+                raise BrokerError("this RabbitMQ broker connection is closed")
+            try:
+                return op(self._current_channel())
+            except px.ChannelClosedByBroker as e:
+                if e.reply_code in REFUSALS:
+                    self._channel = None  # the next call opens a fresh one
+                    raise BrokerError(f"RabbitMQ refused the request: {describe(e)}") from e
+                cause: BaseException = e
+            except LOST as e:
+                cause = e
+            if deadline is None:
+                deadline = time.monotonic() + self._settings.reconnect_for_s
+            elif (
+                time.monotonic() >= deadline
+            ):  # reconnects succeed, yet the operation keeps failing
+                raise BrokerError(
+                    f"RabbitMQ at {self.url} kept dropping the connection for "
+                    f"{self._settings.reconnect_for_s:g}s: {describe(cause)}"
+                ) from cause
+            self._reconnect(cause, deadline)
+
+    def serve(self, seconds: float) -> None:
+        """Service the connection (heartbeats, deliveries) for up to `seconds`.
+
+        pika's process_data_events returns early as soon as a delivery is dispatched or a
+        threadsafe callback runs (`_wake`), so waiting here adds no latency to either.
+        """
+        self.call(lambda _channel: self._connection.process_data_events(time_limit=seconds))
+
+    def run_beside(self, work: Callable[[], R]) -> R:
+        """Run `work` on another thread while this (the I/O) thread services the connection.
+
+        BlockingConnection sends no heartbeats unless its thread is inside pika. The work
+        thread never touches pika except to wake this one (`add_callback_threadsafe`), which
+        makes process_data_events return at once: no polling latency when the work ends.
+        """
+        results: list[R] = []
+        errors: list[BaseException] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                results.append(work())
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(e)
+            finally:
+                finished.set()
+                self._wake()
+
+        thread = threading.Thread(target=run, name="fedmq-work", daemon=True)
+        thread.start()
+        try:
+            while not finished.is_set():
+                self.serve(WORK_SLICE_S)
+        except BrokerError:
+            thread.join()  # the connection is gone for good: still never orphan the work
+            raise
+        thread.join()
+        if errors:
+            raise errors[0]
+        return results[0]
+
+    def _wake(self) -> None:
+        """Thread-safe: end the I/O thread's current `serve` now."""
+        connection = self._connection
+        # Closed or being replaced by a reconnect: `serve`'s time limit covers the lost wake-up.
+        with contextlib.suppress(Exception):
+            connection.add_callback_threadsafe(_nothing)
+
+    def queue_exists(self, queue: str) -> bool:
+        """Whether `queue` exists, asked on a throwaway channel.
+
+        RabbitMQ closes a channel that asks about a missing queue; the main channel holds the
+        consumers and unacknowledged deliveries, so it must never be the one to ask.
+        """
+
+        def ask(_channel: Channel) -> bool:
+            side = self._connection.channel()
+            try:
+                side.queue_declare(queue, passive=True)
+                return True
+            except px.ChannelClosedByBroker as e:
+                if e.reply_code == 404:
+                    return False
+                raise BrokerError(
+                    f"RabbitMQ refused to look up queue {queue}: {describe(e)}"
+                ) from e
+            finally:
+                if side.is_open:
+                    side.close()
+
+        return self.call(ask)
+
+    def close(self) -> None:
+        self._closed = True
+        self._discard()
+
+    def _current_channel(self) -> Channel:
+        if self._channel is None or not self._channel.is_open:
+            if self._connection is None or not self._connection.is_open:
+                raise px.ConnectionWrongStateError("the connection is closed")
+            self._open_channel()
+        return self._channel
+
+    def _open(self) -> None:
+        self._connection = pika.BlockingConnection(self._params)
+        self._open_channel()
+
+    def _open_channel(self) -> None:
+        channel = self._connection.channel()
+        channel.confirm_delivery()
+        # Not global: each consumer (one per queue) holds at most one unacked delivery.
+        channel.basic_qos(prefetch_count=1)
+        self.generation += 1
+        self._on_channel(channel)
+        self._channel = channel
+
+    def _reconnect(self, cause: BaseException, deadline: float) -> None:
+        self._discard()
+        delay = 0.05
+        while True:
+            try:
+                self._open()
+                self.reconnects += 1
+                return
+            except LOST as e:
+                self._discard()
+                last: BaseException = e
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    f"lost the connection to RabbitMQ at {self.url} ({describe(cause)}) and could not "
+                    f"reconnect within {self._settings.reconnect_for_s:g}s: {describe(last)}"
+                ) from last
+            time.sleep(min(delay, remaining))  # nothing to service: there is no connection
+            delay = min(delay * 2, 2.0)
+
+    def _discard(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (px.AMQPError, OSError):
+                pass  # already broken: the broker requeues its unacked deliveries either way
+
+
+def declare_exchanges(channel: Channel, topology: Topology) -> None:
+    """The exchanges and the dead-letter queue every fedmq process needs."""
+    channel.exchange_declare(topology.task_exchange, "direct", durable=True)
+    channel.exchange_declare(topology.reply_exchange, "direct", durable=True)
+    channel.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
+    channel.queue_declare(topology.dead_letter_queue, durable=True)
+    channel.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
+
+
+def declare_task_queue(channel: Channel, topology: Topology, worker: str) -> None:
+    """A worker's task queue; what it rejects goes to the dead letters."""
+    queue = topology.task_queue(worker)
+    arguments = {"x-dead-letter-exchange": topology.dead_letter_exchange}
+    channel.queue_declare(queue, durable=True, arguments=arguments)
+    channel.queue_bind(queue, topology.task_exchange, routing_key=worker)
+
+
+def declare_reply_queue(channel: Channel, topology: Topology, job: str, worker: str) -> None:
+    """The queue of one worker's replies to one job (one publisher: chunks stay contiguous)."""
+    queue = topology.reply_queue(job, worker)
+    channel.queue_declare(queue, durable=True)
+    channel.queue_bind(queue, topology.reply_exchange, routing_key=topology.reply_key(job, worker))
+
+
+def _nothing() -> None:
+    """A callback whose only effect is to make process_data_events return."""
+
+
+def _parameters(settings: BrokerSettings, shown: str) -> Any:
+    if urlsplit(settings.url).scheme not in ("amqp", "amqps"):
+        raise BrokerError(
+            f"{shown} is not a RabbitMQ URL: use amqp://user:pass@host:5672/vhost or amqps://"
+        )
+    try:
+        params = pika.URLParameters(settings.url)
+    except ValueError as e:
+        raise BrokerError(f"invalid RabbitMQ URL {shown}: {e}") from e
+    params.connection_attempts = 1  # reconnecting is ours, with its own window
+    params.socket_timeout = settings.connect_timeout_s
+    params.stack_timeout = settings.connect_timeout_s
+    if params.blocked_connection_timeout is None:
+        # A broker short of memory or disk blocks publishers: fail (and retry) instead of hanging.
+        params.blocked_connection_timeout = settings.reconnect_for_s
+    properties = dict(params.client_properties or {})
+    # Names the connection in the management UI and lets an operator close just this one.
+    name = f"fedmq {settings.topology.prefix} {socket.gethostname()}:{os.getpid()}"
+    properties.setdefault("connection_name", name)
+    params.client_properties = properties
+    return params
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}").geturl()
+
+
+def unreachable(url: str, error: BaseException, timeout_s: float) -> str:
+    """One line: where, what went wrong, and what to do."""
+    why = describe(error, timeout_s)
+    if why.startswith("access"):
+        return f"cannot log in to RabbitMQ at {url}: {why} (pass --broker / set FEDMQ_BROKER)."
+    return f"cannot reach RabbitMQ at {url}: {why}. {START_HINT}"
+
+
+def describe(error: BaseException, timeout_s: float | None = None) -> str:
+    """A short, one-line account of a pika or socket error."""
+    error = _innermost(error)
+    if isinstance(error, (px.ProbableAuthenticationError, px.AuthenticationError)):
+        return "access refused: check the user and password"
+    if isinstance(error, px.ProbableAccessDeniedError):
+        return "access to the virtual host refused: check that it exists and the user may use it"
+    if isinstance(error, (px.ConnectionClosedByBroker, px.ChannelClosedByBroker)):
+        return f"{error.reply_code} {error.reply_text}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return f"unknown host ({error.strerror})"
+    if isinstance(error, (AMQPConnectorStackTimeout, TimeoutError)):
+        return f"no answer within {timeout_s:g}s" if timeout_s else "timed out"
+    if isinstance(error, px.IncompatibleProtocolError):
+        return "the server did not complete the AMQP handshake (is this a RabbitMQ port?)"
+    if isinstance(error, px.StreamLostError):
+        return "the connection was lost"
+    return " ".join((str(error) or type(error).__name__).split())[:300]
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The exception at the bottom of pika's connect-workflow wrappers."""
+    while True:
+        if isinstance(error, AMQPConnectionWorkflowFailed) and error.exceptions:
+            error = error.exceptions[-1]
+        elif isinstance(error, AMQPConnectorPhaseErrorBase):
+            error = error.exception
+        elif (
+            type(error) is px.AMQPConnectionError
+            and error.args
+            and isinstance(error.args[0], BaseException)
+        ):
+            error = error.args[0]
+        else:
+            return error

@@ -1,0 +1,331 @@
+"""The RabbitMQ transport: the Broker interface over one pika BlockingConnection.
+
+Large payloads cross in chunks (broker.chunks). A consumer delivery that announces a chunked
+message is completed with basic_get from the same queue, where its chunks sit right behind
+it; every piece stays unacknowledged until the caller acks the whole Delivery. A lost
+connection is reopened (broker.rabbit_connection) with everything this broker declared and
+consumed; deliveries from the old connection are void, and the broker redelivers them.
+Only the thread that created the broker touches pika; `run_beside_io` keeps that thread
+servicing the connection while the work runs on another.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pika
+import pika.exceptions as px
+
+from broker import chunks
+from broker.base import Body, Broker, DeadLetter, Delivery, T
+from broker.rabbit_connection import (
+    Channel,
+    Link,
+    declare_exchanges,
+    declare_reply_queue,
+    declare_task_queue,
+)
+from broker.settings import BrokerSettings
+from protocol.errors import BrokerError, Unroutable
+from protocol.messages import check_name
+
+REASON = "x-fedmq-reason"
+SOURCE = "x-fedmq-source"
+MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving
+
+
+class _Piece(NamedTuple):
+    tag: int  # pika's delivery tag, valid on the channel of `generation`
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class _Tag:
+    """Delivery.tag: the delivery tags of every piece, and the channel they belong to."""
+
+    generation: int
+    pieces: tuple[_Piece, ...]
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A message as it left pika, before chunk reassembly."""
+
+    queue: str
+    source: str
+    piece: _Piece
+    headers: dict[str, object]
+    body: bytes
+
+
+class RabbitBroker(Broker):
+    """A connection to RabbitMQ; see broker.base for the contract."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        self._topology = settings.topology
+        self._workers: set[str] = set()  # task queues declared here, redeclared on reconnect
+        self._jobs: dict[str, set[str]] = {}  # job -> workers with a reply queue declared here
+        self._consumed: dict[str, str] = {}  # queue -> its worker; restarted on reconnect
+        self._consumer_tags: dict[str, str] = {}
+        self._inbox: deque[_Raw] = deque()  # filled by pika callbacks, drained by _settle
+        self._ready: deque[Delivery] = deque()
+        self._dead: deque[Delivery] = deque()
+        self._reassembler = chunks.Reassembler[_Piece](settings.chunk_timeout_s)
+        self._poll_s = 0.001
+        self._closed = False
+        self._link = Link(settings, self._on_channel)
+        self._link.connect()
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a lost connection was reopened."""
+        return self._link.reconnects
+
+    # Topology.
+    def declare_worker(self, worker: str) -> None:
+        self._link.call(lambda channel: declare_task_queue(channel, self._topology, worker))
+        self._workers.add(worker)
+
+    def has_worker(self, worker: str) -> bool:
+        return self._link.queue_exists(self._topology.task_queue(worker))
+
+    def declare_job(self, job: str, workers: Sequence[str]) -> None:
+        for worker in workers:
+            self._link.call(
+                functools.partial(
+                    declare_reply_queue, topology=self._topology, job=job, worker=worker
+                )
+            )
+            self._jobs.setdefault(job, set()).add(worker)
+
+    def delete_job(self, job: str, workers: Sequence[str]) -> None:
+        for worker in workers:
+            queue = self._topology.reply_queue(job, worker)
+            self._link.call(functools.partial(self._delete_queue, queue=queue))
+            self._jobs.get(job, set()).discard(worker)
+
+    # Publishing.
+    def publish_task(self, worker: str, body: Body) -> None:
+        key = check_name("worker", worker)
+        self._publish(self._topology.task_exchange, key, body, {}, f"worker {worker!r}")
+
+    def publish_reply(self, job: str, worker: str, body: Body) -> None:
+        key = self._topology.reply_key(job, worker)
+        self._publish(
+            self._topology.reply_exchange, key, body, {}, f"job {job!r} replies from {worker!r}"
+        )
+
+    # Consuming. Declaring the consumed queue first means a restart can never find it missing.
+    def consume_tasks(self, worker: str) -> None:
+        self.declare_worker(worker)
+        self._consume(self._topology.task_queue(worker), worker)
+
+    def consume_replies(self, job: str, workers: Sequence[str]) -> None:
+        self.declare_job(job, workers)
+        for worker in workers:
+            self._consume(self._topology.reply_queue(job, worker), worker)
+
+    def receive(self, timeout: float) -> Delivery | None:
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        served = False  # even with no time left, read what the socket already holds once
+        while True:
+            self._settle()
+            if self._ready:
+                return self._ready.popleft()
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if served and remaining == 0:
+                return None
+            waiting = [
+                queue for queue in self._reassembler.waiting_origins() if queue in self._consumed
+            ]
+            if not (waiting and self._pull(waiting[0])):
+                self._link.serve(min(remaining, self._poll_s) if waiting else remaining)
+                served = True
+
+    def ack(self, delivery: Delivery) -> None:
+        self._ack(_tag_of(delivery))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        tag = _tag_of(delivery)
+        if self._closed or tag.generation != self._link.generation:
+            return  # from a closed connection: the broker redelivers it, and it fails again
+        self._publish_dead_letter(delivery.body(), reason, delivery.source)
+        self._ack(tag)
+
+    def take_dead_letter(self, timeout: float) -> DeadLetter | None:
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        while True:
+            pulled = self._pull(self._topology.dead_letter_queue)
+            self._settle()
+            if self._dead:
+                delivery = self._dead.popleft()
+                self._ack(_tag_of(delivery))
+                return _letter(delivery)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not pulled:
+                self._link.serve(min(remaining, self._poll_s))
+
+    def run_beside_io(self, work: Callable[[], T]) -> T:
+        self._check_open()
+        return self._link.run_beside(work)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._link.close()  # RabbitMQ requeues what this connection left unacknowledged
+
+    # Internals: declaring.
+    def _on_channel(self, channel: Channel) -> None:
+        """A new channel: (re)declare everything, restart consumers, forget void deliveries."""
+        self._inbox.clear()
+        self._ready.clear()
+        self._dead.clear()
+        self._reassembler.clear()
+        self._consumer_tags.clear()
+        declare_exchanges(channel, self._topology)
+        for worker in self._workers:
+            declare_task_queue(channel, self._topology, worker)
+        for job, workers in self._jobs.items():
+            for worker in workers:
+                declare_reply_queue(channel, self._topology, job, worker)
+        for queue, source in self._consumed.items():
+            self._start_consumer(channel, queue, source)
+
+    def _delete_queue(self, channel: Channel, queue: str) -> None:
+        self._consumed.pop(queue, None)
+        consumer_tag = self._consumer_tags.pop(queue, None)
+        if consumer_tag is not None:
+            channel.basic_cancel(consumer_tag)
+        channel.queue_delete(queue)
+
+    # Internals: publishing.
+    def _publish(
+        self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str
+    ) -> None:
+        def send(channel: Channel) -> None:
+            for frame in chunks.split(body, self._settings.chunk_size):  # fresh id on a retry
+                properties = pika.BasicProperties(
+                    delivery_mode=2, headers={**headers, **frame.headers}
+                )
+                # pika accepts only bytes: one copy per frame, never of the whole payload.
+                data = frame.body if isinstance(frame.body, bytes) else bytes(frame.body)
+                try:
+                    channel.basic_publish(exchange, key, data, properties, mandatory=True)
+                except px.UnroutableError as e:
+                    raise Unroutable(f"no queue for {what}: is it running?") from e
+                except px.NackError as e:
+                    raise BrokerError(f"RabbitMQ could not take a message for {what} (nack)") from e
+
+        self._link.call(send)
+
+    def _publish_dead_letter(self, body: Body, reason: str, source: str) -> None:
+        headers = {REASON: reason, SOURCE: source}
+        self._publish(self._topology.dead_letter_exchange, "", body, headers, "dead letters")
+
+    # Internals: consuming.
+    def _consume(self, queue: str, source: str) -> None:
+        if queue not in self._consumed:
+            self._link.call(lambda channel: self._start_consumer(channel, queue, source))
+            self._consumed[queue] = source
+
+    def _start_consumer(self, channel: Channel, queue: str, source: str) -> None:
+        callback = functools.partial(self._on_delivery, queue, source)
+        self._consumer_tags[queue] = channel.basic_consume(queue, callback)
+
+    def _on_delivery(
+        self, queue: str, source: str, _channel: Channel, method: Any, properties: Any, body: bytes
+    ) -> None:
+        # Runs inside process_data_events: only record it; pika calls happen in _settle.
+        self._inbox.append(self._raw(queue, source, method, properties, body))
+
+    def _raw(self, queue: str, source: str, method: Any, properties: Any, body: bytes) -> _Raw:
+        piece = _Piece(method.delivery_tag, method.redelivered)
+        return _Raw(queue, source, piece, dict(properties.headers or {}), body)
+
+    def _pull(self, queue: str) -> bool:
+        """basic_get one message of `queue` into the inbox; False when the queue was empty."""
+        method, properties, body = self._link.call(lambda channel: channel.basic_get(queue))
+        if method is None:
+            self._poll_s = min(self._poll_s * 2, MAX_POLL_S)  # the publisher is still sending
+            return False
+        self._poll_s = 0.001
+        source = self._consumed.get(queue, "")
+        self._inbox.append(self._raw(queue, source, method, properties, body))
+        return True
+
+    def _settle(self) -> None:
+        """Turn raw messages into deliveries; dead-letter chunked messages that failed."""
+        while self._inbox:  # a reconnect inside _accept clears the inbox, ending the loop
+            self._accept(self._inbox.popleft())
+        for dropped in self._reassembler.expire():
+            self._drop(dropped, self._link.generation)
+
+    def _accept(self, raw: _Raw) -> None:
+        generation = self._link.generation  # the inbox is emptied whenever the channel changes
+        if not chunks.is_piece(raw.headers):
+            tag = _Tag(generation, (raw.piece,))
+            delivery = Delivery([raw.body], raw.source, tag, raw.piece.redelivered, raw.headers)
+            self._deliver(raw.queue, delivery)
+            return
+        outcome = self._reassembler.offer(raw.queue, raw.headers, raw.body, raw.piece)
+        if isinstance(outcome, chunks.Assembled):
+            redelivered = any(piece.redelivered for piece in outcome.tags)
+            tag = _Tag(generation, tuple(outcome.tags))
+            delivery = Delivery(outcome.parts, raw.source, tag, redelivered, outcome.headers)
+            self._deliver(raw.queue, delivery)
+        elif isinstance(outcome, chunks.Dropped):
+            self._drop(outcome, generation)
+
+    def _deliver(self, queue: str, delivery: Delivery) -> None:
+        dead = queue == self._topology.dead_letter_queue
+        (self._dead if dead else self._ready).append(delivery)
+
+    def _drop(self, dropped: chunks.Dropped[_Piece], generation: int) -> None:
+        """A chunked message that cannot be assembled: dead-letter it (once) and ack its pieces."""
+        from_dead_letters = dropped.origin == self._topology.dead_letter_queue
+        if dropped.error is not None and not from_dead_letters:
+            source = self._consumed.get(dropped.origin, "")
+            self._publish_dead_letter(b"", str(dropped.error), source)
+        self._ack(_Tag(generation, tuple(dropped.tags)))
+
+    def _ack(self, tag: _Tag) -> None:
+        def ack(channel: Channel) -> None:
+            if tag.generation != self._link.generation:
+                return  # its channel is gone: RabbitMQ redelivers it (handlers are idempotent)
+            for piece in tag.pieces:  # one by one: `multiple` would ack other consumers' too
+                channel.basic_ack(piece.tag)
+
+        if not self._closed:
+            self._link.call(ack)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError("this RabbitMQ broker connection is closed")
+
+
+def _tag_of(delivery: Delivery) -> _Tag:
+    if not isinstance(delivery.tag, _Tag):
+        raise BrokerError("this delivery did not come from a RabbitMQ broker")
+    return delivery.tag
+
+
+def _letter(delivery: Delivery) -> DeadLetter:
+    """A dead letter, from fedmq's headers or, when RabbitMQ dead-lettered it, from its own."""
+    headers = delivery.headers
+    reason = headers.get(REASON) or headers.get("x-first-death-reason") or "unknown"
+    source = headers.get(SOURCE) or ""
+    return DeadLetter(delivery.body(), _text(reason), _text(source))
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

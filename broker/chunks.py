@@ -100,6 +100,9 @@ class _Pending(Generic[TagT]):
     received: int = 0
 
 
+STALL_S = 1.0  # a partial message with no new chunk for this long stops blocking the others
+
+
 class Reassembler(Generic[TagT]):
     """Collects chunks per (origin, message id); bounded in time and in pending bytes."""
 
@@ -122,8 +125,15 @@ class Reassembler(Generic[TagT]):
         return sum(pending.size for pending in self._pending.values())
 
     def waiting_origins(self) -> list[str]:
-        """Origins with an incomplete message, the one waiting longest first."""
-        ordered = sorted(self._pending.items(), key=lambda item: item[1].last_seen)
+        """Origins with an incomplete message, in the order to pull their chunks.
+
+        The message started first comes first, so one message is finished before the next is
+        begun and a consumer of many queues holds one payload at a time, not one per queue.
+        Messages stalled for STALL_S (their publisher died or is slow) go last.
+        """
+        now = self._clock()
+        started_order = list(self._pending.items())  # dicts keep insertion order
+        ordered = sorted(started_order, key=lambda item: now - item[1].last_seen > STALL_S)
         return list(dict.fromkeys(origin for (origin, _), _ in ordered))
 
     def offer(

@@ -25,14 +25,20 @@ def fold_in(total: Weights, update: Weights, weight: float) -> None:
         acc.add_(update[name].to(acc.dtype), alpha=weight)
 
 
-def apply_mean(weights: Weights, total: Weights, total_weight: float) -> Weights:
-    """weights + total / total_weight: the new global model after a round of summed deltas."""
+def mean_into(total: Weights, weights: Weights, total_weight: float) -> Weights:
+    """weights + total / total_weight: the new global model after a round of summed deltas.
+
+    Floating entries are computed in `total`'s own memory, which is consumed: a round then
+    never holds a third model-sized buffer.
+    """
     if total_weight <= 0:
         return {name: t.clone() for name, t in weights.items()}
     new: Weights = {}
     for name, t in weights.items():
-        step = total[name] / total_weight
-        new[name] = (t + step.to(t.dtype)) if t.is_floating_point() else (t + step.round().to(t.dtype))
+        if t.is_floating_point():  # total[name] has t's dtype (zeros_like)
+            new[name] = total[name].div_(total_weight).add_(t)
+        else:
+            new[name] = t + (total[name] / total_weight).round().to(t.dtype)
     return new
 
 

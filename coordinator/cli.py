@@ -20,7 +20,7 @@ from coordinator.settings import TrainSettings, default_job_name
 from protocol.errors import BrokerError, FedmqError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
-from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
+from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -130,6 +130,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     apply_torch_threads(1)
+    release_large_buffers()
     workers = tuple(name.strip() for name in args.workers.split(",") if name.strip())
     settings = _train_settings(args, workers, min_replies=args.min_replies, round_timeout_s=args.round_timeout,
                                checkpoint_dir=args.checkpoint_dir, resume=args.resume,

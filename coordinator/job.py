@@ -69,7 +69,8 @@ class TrainingJob:
             log.info("resuming job %s after round %d", s.job, checkpoint.round)
             return checkpoint.round + 1, checkpoint.weights
         torch.manual_seed(s.config.seed)  # the initial model is a function of the seed
-        return 1, {k: v.detach().clone() for k, v in self.task.build_model().state_dict().items()}
+        # No clone: the tensors outlive the throwaway module, and rounds never write into them.
+        return 1, {k: v.detach() for k, v in self.task.build_model().state_dict().items()}
 
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.settings.wait_for_workers_s

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.aggregation import apply_mean, fold_in, zeros_like
+from coordinator.aggregation import fold_in, mean_into, zeros_like
 from protocol.messages import Reply, Weights
 
 
@@ -49,19 +49,22 @@ class FedAvg(Strategy):
 
     def __init__(self) -> None:
         self._weights: Weights = {}
-        self._total: Weights = {}
+        self._total: Weights | None = None  # allocated by the first reply, not while sending
         self._examples = 0
 
     def begin_round(self, weights: Weights) -> None:
         self._weights = weights
-        self._total = zeros_like(weights)
+        self._total = None
         self._examples = 0
 
     def accumulate(self, reply: Reply) -> None:
+        if self._total is None:
+            self._total = zeros_like(self._weights)
         fold_in(self._total, reply.update, float(reply.num_examples))
         self._examples += reply.num_examples
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:
-        new = apply_mean(self._weights, self._total, float(self._examples))
-        self._total = {}
-        return new
+        total, self._total = self._total, None
+        if total is None:
+            return {name: t.clone() for name, t in self._weights.items()}
+        return mean_into(total, self._weights, float(self._examples))

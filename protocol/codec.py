@@ -33,23 +33,32 @@ _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_NDIM = 16
 MAX_STR_LEN = 1 << 20  # names, reasons, metric keys: never megabytes
 MAX_CONTAINER_LEN = 1 << 20  # state dicts with a million entries are not models
+PIECE_BYTES = 4 << 20  # tensors above this travel as several bins
 
 
 def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
-    """A tensor as a msgpack-ready map; the data is a zero-copy view of the tensor's memory."""
+    """A tensor as a msgpack-ready map; the data are zero-copy views of the tensor's memory.
+
+    Data above PIECE_BYTES travel as a list of bins, so a decoder never holds a whole large
+    tensor twice (once in its input buffer, once as the bin it copies out).
+    """
     name = _DTYPE_NAMES.get(tensor.dtype)
     if name is None:
         raise ValueError(f"dtype {tensor.dtype} cannot travel; allowed: {', '.join(DTYPES)}")
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     # bfloat16 has no numpy twin, so every dtype is viewed as bytes first.
-    data = flat.view(torch.uint8).numpy().data if flat.numel() else b""
+    data = flat.view(torch.uint8).numpy().data if flat.numel() else memoryview(b"")
+    if len(data) > PIECE_BYTES:
+        pieces = [data[i:i + PIECE_BYTES] for i in range(0, len(data), PIECE_BYTES)]
+        return {"dtype": name, "shape": list(tensor.shape), "data": pieces}
     return {"dtype": name, "shape": list(tensor.shape), "data": data}
 
 
 def tensor_from_wire(obj: object) -> torch.Tensor:
     """The tensor a wire map describes, after checking dtype, shape and byte count.
 
-    The tensor shares memory with the received bytes (no copy): treat it as read-only.
+    A tensor sent as one bin shares memory with the received bytes (no copy): treat it as
+    read-only. One sent in pieces is assembled into fresh memory, freeing pieces as it goes.
     """
     if not isinstance(obj, dict) or obj.keys() != {"dtype", "shape", "data"}:
         raise DecodeError("a tensor must be a map of exactly dtype, shape and data")
@@ -58,16 +67,34 @@ def tensor_from_wire(obj: object) -> torch.Tensor:
         raise DecodeError(f"tensor dtype {obj['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
     shape = _checked_shape(obj["shape"])
     data = obj["data"]
-    if not isinstance(data, bytes):
-        raise DecodeError("tensor data must be msgpack bin")
+    pieces = data if isinstance(data, list) else [data]
+    if not all(isinstance(piece, bytes) for piece in pieces):
+        raise DecodeError("tensor data must be msgpack bin, or a list of bins")
     expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if len(data) != expected:
-        raise DecodeError(f"tensor of shape {shape} and dtype {obj['dtype']} needs {expected} bytes, got {len(data)}")
+    got = sum(len(piece) for piece in pieces)
+    if got != expected:
+        raise DecodeError(f"tensor of shape {shape} and dtype {obj['dtype']} needs {expected} bytes, got {got}")
     if expected == 0:
         return torch.empty(shape, dtype=dtype)
+    if len(pieces) == 1:
+        return _view(pieces[0], dtype).reshape(shape)
+    return _assemble(pieces, expected).view(dtype).reshape(shape)
+
+
+def _view(data: bytes, dtype: torch.dtype) -> torch.Tensor:
     with warnings.catch_warnings():  # read-only buffer: we never write into decoded tensors
         warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)
+        return torch.frombuffer(data, dtype=torch.uint8).view(dtype)
+
+
+def _assemble(pieces: list[bytes], size: int) -> torch.Tensor:
+    out = torch.empty(size, dtype=torch.uint8)
+    offset = 0
+    while pieces:
+        piece = pieces.pop(0)  # let each piece go once copied
+        out[offset:offset + len(piece)] = _view(piece, torch.uint8)
+        offset += len(piece)
+    return out
 
 
 def _checked_shape(shape: object) -> list[int]:

@@ -13,7 +13,7 @@ from types import FrameType
 
 from broker.settings import BrokerSettings, open_broker
 from worker.service import WorkerService
-from worker.settings import WorkerSettings, apply_torch_threads
+from worker.settings import WorkerSettings, apply_torch_threads, release_large_buffers
 
 log = logging.getLogger("fedmq.worker")
 
@@ -21,6 +21,7 @@ log = logging.getLogger("fedmq.worker")
 def run_worker(settings: WorkerSettings, broker_settings: BrokerSettings) -> None:
     """Serve tasks until a signal; raises BrokerUnreachable when the broker does not answer."""
     apply_torch_threads(settings.torch_threads)
+    release_large_buffers()
     stop = threading.Event()
     _stop_on_signals(stop)
     with open_broker(broker_settings) as broker:

@@ -17,7 +17,7 @@ import torch
 from protocol.messages import check_name
 from worker.task import ShardSpec
 
-__all__ = ["ShardSpec", "WorkerSettings", "apply_torch_threads"]
+__all__ = ["ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,25 @@ def apply_torch_threads(n: int) -> None:
             torch.set_num_interop_threads(1)  # workers run one task at a time: no inter-op parallelism
         except RuntimeError:
             pass  # inter-op work already ran in this process: its pool is fixed, which is harmless
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def release_large_buffers(threshold: int = 1 << 20) -> None:
+    """Have glibc return every freed buffer above `threshold` bytes to the OS at once.
+
+    Payloads pass through a process in megabyte pieces (chunks, tensor pieces). glibc's default
+    raises its mmap threshold as large blocks are freed, after which those pieces come from the
+    heap and stay resident after being freed: a coordinator folding in 16 replies of a 64 MB
+    model kept ~1.5x the model more than it used. A fixed threshold keeps peak memory at what is
+    actually live. No effect where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator has its own policy

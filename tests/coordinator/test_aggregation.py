@@ -2,7 +2,7 @@
 
 import torch
 
-from coordinator.aggregation import apply_mean, fit_error, fold_in, weighted_mean, zeros_like
+from coordinator.aggregation import fit_error, fold_in, mean_into, weighted_mean, zeros_like
 from coordinator.strategy import FedAvg
 from protocol.messages import Reply
 
@@ -30,8 +30,10 @@ def test_fedavg_is_the_example_weighted_mean_of_deltas() -> None:
 
 def test_a_round_without_replies_keeps_the_model() -> None:
     weights = {"w": torch.ones(2)}
-    total = zeros_like(weights)
-    assert torch.equal(apply_mean(weights, total, 0.0)["w"], weights["w"])
+    strategy = FedAvg()
+    strategy.begin_round(weights)
+    assert torch.equal(strategy.end_round([])["w"], weights["w"])
+    assert torch.equal(mean_into(zeros_like(weights), weights, 0.0)["w"], weights["w"])
 
 
 def test_fold_in_accumulates_in_place() -> None:

@@ -9,6 +9,7 @@ pika only through its one thread-safe method, `add_callback_threadsafe`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -30,6 +31,7 @@ from broker.settings import BrokerSettings
 from broker.topology import Topology
 from protocol.errors import BrokerError, BrokerUnreachable
 
+log = logging.getLogger("fedmq.broker")
 R = TypeVar("R")
 Channel = Any  # pika ships no type hints
 
@@ -204,12 +206,14 @@ class Link:
         self._channel = channel
 
     def _reconnect(self, cause: BaseException, deadline: float) -> None:
+        log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self.url, describe(cause))
         self._discard()
         delay = 0.05
         while True:
             try:
                 self._open()
                 self.reconnects += 1
+                log.warning("reconnected to RabbitMQ at %s after: %s", self.url, describe(cause))
                 return
             except LOST as e:
                 self._discard()

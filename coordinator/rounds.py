@@ -64,8 +64,10 @@ class ReplyCollector:
         return self.result
 
     def _handle(self, delivery: Delivery, on_reply: OnReply) -> None:
+        # A single part is decoded in place and kept for the dead-letter queue; a chunked reply's
+        # parts are consumed as they are decoded, so only one copy of a large update is ever held.
         try:
-            message = decode_message(delivery.parts)
+            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
         except DecodeError as e:
             log.warning("dead-lettering an undecodable reply from %s: %s", delivery.source, e)
             self._broker.dead_letter(delivery, f"undecodable reply: {e}")

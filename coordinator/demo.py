@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -36,9 +35,8 @@ def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_rou
 
 
 def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
-    run_id = uuid.uuid4().hex[:6]
-    workers = tuple(f"demo-{run_id}-{name}" for name in settings.workers)
-    settings = replace(settings, job=f"demo-{run_id}", workers=workers)
+    # Fixed names: a rerun reuses its queues instead of leaving new durable ones behind.
+    settings = replace(settings, job="demo", workers=tuple(f"demo-{name}" for name in settings.workers))
     with open_broker(broker_settings) as broker, _worker_processes(settings, broker_settings):
         return TrainingJob(broker, settings, on_round=on_round).run()
 

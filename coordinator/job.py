@@ -57,6 +57,9 @@ class TrainingJob:
         self._wait_for_workers()
         for round_ in range(first_round, self.settings.rounds + 1):
             weights = self._round(round_, weights)
+        # Done: late replies now find no queue and are dropped by their workers. After a failure
+        # the queues stay, so a --resume finds what arrived meanwhile.
+        self.broker.delete_job(self.settings.job, names)
         return weights
 
     def _starting_point(self) -> tuple[int, Weights]:

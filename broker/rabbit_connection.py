@@ -230,10 +230,9 @@ class Link:
     def _discard(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
-            try:
+            # Already broken, maybe: the broker requeues its unacked deliveries either way.
+            with contextlib.suppress(px.AMQPError, OSError):
                 connection.close()
-            except (px.AMQPError, OSError):
-                pass  # already broken: the broker requeues its unacked deliveries either way
 
 
 def declare_exchanges(channel: Channel, topology: Topology) -> None:

@@ -40,7 +40,7 @@ class Strategy(ABC):
         """What a checkpoint must keep for `--resume` to continue exactly."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless default
         """Restore what `state_dict` returned."""
 
 

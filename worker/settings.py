@@ -10,6 +10,7 @@ worker process; `torch_threads` (`--threads`) raises it for a large model on a m
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -52,10 +53,10 @@ def apply_torch_threads(n: int) -> None:
     torch.set_num_threads(n)
     if not _interop_set:
         _interop_set = True
-        try:
-            torch.set_num_interop_threads(1)  # workers run one task at a time: no inter-op parallelism
-        except RuntimeError:
-            pass  # inter-op work already ran in this process: its pool is fixed, which is harmless
+        # Workers run one task at a time: no inter-op parallelism. If inter-op work already ran
+        # in this process its pool is fixed and torch raises, which is harmless.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number

@@ -1,5 +1,6 @@
 """The toy task with local training that takes longer than two heartbeat intervals."""
 
+import logging
 import time
 
 from torch import nn
@@ -12,5 +13,6 @@ TRAIN_SECONDS = 3.5
 
 
 def train(model: nn.Module, dataset: object, config: TrainConfig) -> dict[str, float]:
+    logging.getLogger("fedmq.worker").info("slow task: training starts")
     time.sleep(TRAIN_SECONDS)  # stands in for a long epoch
     return {"train_loss": float(toy.loss(model(dataset[0]), dataset[1]))}  # type: ignore[index]

@@ -117,6 +117,26 @@ def test_training_longer_than_two_heartbeats_keeps_the_connection(
     assert "reconnect" not in log.lower(), log
 
 
+def test_sigterm_lets_the_task_in_hand_finish(rabbit_settings: BrokerSettings, start_workers: StartWorkers,
+                                              tmp_path: Path) -> None:
+    # Given a worker in the middle of a long local training
+    (worker,) = start_workers("tests.coordinator.slow_task", ["slow"], None, "--log-level", "info")
+    train = subprocess.Popen(fedmq("train", *broker_args(rabbit_settings), "--task", "tests.coordinator.slow_task",
+                                   "--workers", "slow", "--rounds", "1", "--round-timeout", "8"),
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "worker-slow.log"
+    while "training starts" not in log.read_text():
+        assert train.poll() is None, "the coordinator ended before training started"
+        time.sleep(0.05)
+    # When the worker is sent SIGTERM
+    worker.send_signal(signal.SIGTERM)
+    # Then it finishes that task, its reply completes the round, and it exits cleanly
+    # (the evaluation that follows finds no worker and gives up at the round timeout)
+    assert worker.wait(timeout=60) == 0
+    assert train.wait(timeout=60) == 0, train.stderr.read() if train.stderr else ""
+    assert "stopping after the task in hand" in log.read_text()
+
+
 def _wait_for(broker: RabbitBroker, worker: str) -> None:
     deadline = time.monotonic() + 60
     while not broker.has_worker(worker):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # `--task mytasks.iris` should find mytasks/ where the user stands, as `python -m` would;
+    # appended, so nothing there can shadow an installed module.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.log_level != "debug":  # fedmq reports connection trouble itself, in one line
         logging.getLogger("pika").setLevel(logging.CRITICAL)

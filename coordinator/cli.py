@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     _training_options(demo, rounds=10)
     _broker_options(demo, default=MEMORY_URL, log_level="warning")
     demo.set_defaults(run=_demo)
+
+    plot = commands.add_parser("plot", help="draw accuracy and loss per round from a metrics file")
+    plot.add_argument("metrics", type=Path, help="a --metrics-out JSON-lines file")
+    plot.add_argument("-o", "--out", type=Path, help="the PNG to write (default: next to the metrics)")
+    plot.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    plot.set_defaults(run=_plot)
     return parser
 
 
@@ -157,6 +163,16 @@ def _demo(args: argparse.Namespace) -> int:
     title = f"fedmq demo: {args.task}, {args.workers} workers, {broker_settings.url.split('@')[-1]}"
     with RoundReporter(settings.rounds, title) as report:
         run_demo(settings, broker_settings, report)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from coordinator.plot import plot_metrics
+
+    if not args.metrics.exists():
+        raise ValueError(f"no metrics file at {args.metrics}: write one with --metrics-out")
+    out = plot_metrics(args.metrics, args.out or args.metrics.with_suffix(".png"))
+    print(f"wrote {out}")
     return 0
 
 

@@ -44,7 +44,8 @@ class RoundReporter:
 
 def round_table(rows: list[RoundMetrics], title: str) -> Table:
     table = Table(title=title)
-    for column in ("round", "replies", "dropped", "failed", "train loss", "eval loss", "accuracy",
+    # Short headers: the table must fit an 80-column terminal.
+    for column in ("round", "ok", "dropped", "failed", "train loss", "eval loss", "accuracy",
                    "wall s", "train s"):
         table.add_column(column, justify="right")
     for m in rows:

@@ -45,7 +45,7 @@ class RoundReporter:
 def round_table(rows: list[RoundMetrics], title: str) -> Table:
     table = Table(title=title)
     # Short headers: the table must fit an 80-column terminal.
-    for column in ("round", "ok", "dropped", "failed", "train loss", "eval loss", "accuracy",
+    for column in ("round", "ok", "dropped", "failed", "train loss", "eval loss", "acc",
                    "wall s", "train s"):
         table.add_column(column, justify="right")
     for m in rows:

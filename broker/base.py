@@ -26,6 +26,9 @@ class Delivery:
     tag: object  # the transport's handle for ack / dead_letter
     redelivered: bool = False
     headers: dict[str, object] = field(default_factory=dict)
+    # The publisher's AMQP user_id, which RabbitMQ checks against the publishing connection's
+    # user; None when the publisher set none. The coordinator matches it to the worker.
+    user_id: str | None = None
 
     @property
     def size(self) -> int:
@@ -64,8 +67,12 @@ class Broker(ABC):
 
     # Publishing: confirmed by the broker before returning.
     @abstractmethod
-    def publish_task(self, worker: str, body: Body) -> None:
-        """Send a task to a worker's queue; Unroutable if the worker never declared one."""
+    def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
+        """Send a task to a worker's queue; Unroutable if the worker never declared one.
+
+        With `expires_in_s`, a task still queued (or requeued) after that long is dead-lettered
+        as expired instead of being run: its round is over.
+        """
 
     @abstractmethod
     def publish_reply(self, job: str, worker: str, body: Body) -> None:

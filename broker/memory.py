@@ -25,6 +25,11 @@ class _Message:
     body: bytes
     source: str
     redelivered: bool = False
+    user_id: str | None = None
+    expires_at: float | None = None  # time.monotonic(); RabbitMQ's per-message TTL
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass
@@ -50,13 +55,22 @@ class MemoryHub:
         with self.changed:
             self.queues.pop(name, None)
 
-    def put(self, name: str, body: Body, what: str) -> None:
+    def put(self, name: str, body: Body, what: str, user_id: str | None = None,
+            expires_in_s: float | None = None) -> None:
         with self.changed:
             queue = self.queues.get(name)
             if queue is None:
                 raise Unroutable(f"no queue for {what}: is it running?")
-            queue.messages.append(_Message(bytes(body), queue.source))
+            expires_at = None if expires_in_s is None else time.monotonic() + expires_in_s
+            queue.messages.append(_Message(bytes(body), queue.source, False, user_id, expires_at))
             self.changed.notify_all()
+
+    def drop_expired(self, queue: _Queue) -> None:
+        """Dead-letter expired messages at the head of `queue`, as RabbitMQ does."""
+        now = time.monotonic()
+        while queue.messages and queue.messages[0].expired(now):
+            message = queue.messages.popleft()
+            self.dead_letter(DeadLetter(message.body, "expired", message.source))
 
     def requeue(self, name: str, message: _Message) -> None:
         with self.changed:
@@ -72,10 +86,11 @@ class MemoryHub:
 
 
 class MemoryBroker(Broker):
-    """One connection to a MemoryHub."""
+    """One connection to a MemoryHub; `user` plays the AMQP user its replies carry as user_id."""
 
-    def __init__(self, hub: MemoryHub) -> None:
+    def __init__(self, hub: MemoryHub, user: str | None = None) -> None:
         self._hub = hub
+        self._user = user
         self._topology = hub.topology
         self._consumed: dict[str, int] = {}  # queue -> max unacknowledged (0: unlimited)
         self._unacked: dict[int, tuple[str, _Message]] = {}
@@ -96,13 +111,14 @@ class MemoryBroker(Broker):
         for worker in workers:
             self._hub.delete(self._topology.reply_queue(job, worker))
 
-    def publish_task(self, worker: str, body: Body) -> None:
+    def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
         self._check_open()
-        self._hub.put(self._topology.task_queue(worker), body, f"worker {worker!r}")
+        self._hub.put(self._topology.task_queue(worker), body, f"worker {worker!r}", self._user, expires_in_s)
 
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
         self._check_open()
-        self._hub.put(self._topology.reply_queue(job, worker), body, f"job {job!r} replies from {worker!r}")
+        self._hub.put(self._topology.reply_queue(job, worker), body, f"job {job!r} replies from {worker!r}",
+                      self._user)
 
     def consume_tasks(self, worker: str) -> None:
         self._consumed[self._topology.task_queue(worker)] = 1
@@ -127,13 +143,15 @@ class MemoryBroker(Broker):
     def _take_ready(self) -> Delivery | None:
         for name, limit in self._consumed.items():
             queue = self._hub.queues.get(name)
+            if queue is not None:
+                self._hub.drop_expired(queue)
             in_hand = sum(1 for queue_name, _ in self._unacked.values() if queue_name == name)
             if queue is None or not queue.messages or (limit and in_hand >= limit):
                 continue
             message = queue.messages.popleft()
             tag = next(self._tags)
             self._unacked[tag] = (name, message)
-            return Delivery([message.body], message.source, tag, message.redelivered)
+            return Delivery([message.body], message.source, tag, message.redelivered, user_id=message.user_id)
         return None
 
     def ack(self, delivery: Delivery) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -27,8 +26,8 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
+from broker.rabbitmq_params import parameters
 from broker.settings import BrokerSettings
-from broker.topology import Topology
 from protocol.errors import BrokerError, BrokerUnreachable
 
 log = logging.getLogger("fedmq.broker")
@@ -62,7 +61,7 @@ class Link:
         self.generation = 0  # one per channel: delivery tags of an older channel are void
         self.reconnects = 0
         self._settings = settings
-        self._params = _parameters(settings, self.url)
+        self._params = parameters(settings, self.url)
         self._on_channel = on_channel  # declares topology and starts consumers on a new channel
         self._connection: Any = None
         self._channel: Channel = None
@@ -82,6 +81,9 @@ class Link:
             raise BrokerError(
                 f"RabbitMQ at {self.url} refused the fedmq topology: {describe(e)}"
             ) from e
+        except BrokerError:
+            self._discard()  # the topology was refused (rabbitmq_topology): close, then tell
+            raise
 
     def call(self, op: Callable[[Channel], R]) -> R:
         """op(channel); after a lost connection, reconnect and run it again (within the window)."""
@@ -189,6 +191,11 @@ class Link:
         if self._channel is None or not self._channel.is_open:
             if self._connection is None or not self._connection.is_open:
                 raise px.ConnectionWrongStateError("the connection is closed")
+            if self._channel is not None:
+                # Closed by the broker, e.g. consumer_timeout: RabbitMQ requeued what it held.
+                reason = getattr(self._channel, "_closing_reason", None)
+                log.warning("RabbitMQ at %s closed the channel (%s); reopening it", self.url,
+                            describe(reason) if reason else "no reason given")
             self._open_channel()
         return self._channel
 
@@ -235,55 +242,8 @@ class Link:
                 connection.close()
 
 
-def declare_exchanges(channel: Channel, topology: Topology) -> None:
-    """The exchanges and the dead-letter queue every fedmq process needs."""
-    channel.exchange_declare(topology.task_exchange, "direct", durable=True)
-    channel.exchange_declare(topology.reply_exchange, "direct", durable=True)
-    channel.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
-    channel.queue_declare(topology.dead_letter_queue, durable=True)
-    channel.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
-
-
-def declare_task_queue(channel: Channel, topology: Topology, worker: str) -> None:
-    """A worker's task queue; what it rejects goes to the dead letters."""
-    queue = topology.task_queue(worker)
-    arguments = {"x-dead-letter-exchange": topology.dead_letter_exchange}
-    channel.queue_declare(queue, durable=True, arguments=arguments)
-    channel.queue_bind(queue, topology.task_exchange, routing_key=worker)
-
-
-def declare_reply_queue(channel: Channel, topology: Topology, job: str, worker: str) -> None:
-    """The queue of one worker's replies to one job (one publisher: chunks stay contiguous)."""
-    queue = topology.reply_queue(job, worker)
-    channel.queue_declare(queue, durable=True)
-    channel.queue_bind(queue, topology.reply_exchange, routing_key=topology.reply_key(job, worker))
-
-
 def _nothing() -> None:
     """A callback whose only effect is to make process_data_events return."""
-
-
-def _parameters(settings: BrokerSettings, shown: str) -> Any:
-    if urlsplit(settings.url).scheme not in ("amqp", "amqps"):
-        raise BrokerError(
-            f"{shown} is not a RabbitMQ URL: use amqp://user:pass@host:5672/vhost or amqps://"
-        )
-    try:
-        params = pika.URLParameters(settings.url)
-    except ValueError as e:
-        raise BrokerError(f"invalid RabbitMQ URL {shown}: {e}") from e
-    params.connection_attempts = 1  # reconnecting is ours, with its own window
-    params.socket_timeout = settings.connect_timeout_s
-    params.stack_timeout = settings.connect_timeout_s
-    if params.blocked_connection_timeout is None:
-        # A broker short of memory or disk blocks publishers: fail (and retry) instead of hanging.
-        params.blocked_connection_timeout = settings.reconnect_for_s
-    properties = dict(params.client_properties or {})
-    # Names the connection in the management UI and lets an operator close just this one.
-    name = f"fedmq {settings.topology.prefix} {socket.gethostname()}:{os.getpid()}"
-    properties.setdefault("connection_name", name)
-    params.client_properties = properties
-    return params
 
 
 def redact(url: str) -> str:

@@ -15,52 +15,23 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import pika
 import pika.exceptions as px
 
 from broker import chunks
 from broker.base import Body, Broker, DeadLetter, Delivery, T
-from broker.rabbit_connection import (
-    Channel,
-    Link,
-    declare_exchanges,
-    declare_reply_queue,
-    declare_task_queue,
-)
+from broker.rabbit_connection import Channel, Link
+from broker.rabbitmq_delivery import REASON, SOURCE, Piece, Raw, Tag, common_user, letter, raw, tag_of
+from broker.rabbitmq_params import connection_user
+from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from broker.settings import BrokerSettings
 from protocol.errors import BrokerError, Unroutable
 from protocol.messages import check_name
 
-REASON = "x-fedmq-reason"
-SOURCE = "x-fedmq-source"
+MAX_REASON = 4000  # characters of a dead letter's reason header
 MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving
-
-
-class _Piece(NamedTuple):
-    tag: int  # pika's delivery tag, valid on the channel of `generation`
-    redelivered: bool
-
-
-@dataclass(frozen=True)
-class _Tag:
-    """Delivery.tag: the delivery tags of every piece, and the channel they belong to."""
-
-    generation: int
-    pieces: tuple[_Piece, ...]
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """A message as it left pika, before chunk reassembly."""
-
-    queue: str
-    source: str
-    piece: _Piece
-    headers: dict[str, object]
-    body: bytes
 
 
 class RabbitBroker(Broker):
@@ -73,10 +44,11 @@ class RabbitBroker(Broker):
         self._jobs: dict[str, set[str]] = {}  # job -> workers with a reply queue declared here
         self._consumed: dict[str, str] = {}  # queue -> its worker; restarted on reconnect
         self._consumer_tags: dict[str, str] = {}
-        self._inbox: deque[_Raw] = deque()  # filled by pika callbacks, drained by _settle
+        self._inbox: deque[Raw] = deque()  # filled by pika callbacks, drained by _settle
         self._ready: deque[Delivery] = deque()
         self._dead: deque[Delivery] = deque()
-        self._reassembler = chunks.Reassembler[_Piece](settings.chunk_timeout_s)
+        self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s)
+        self._user = connection_user(settings.url)  # every publish carries it as user_id
         self._poll_s = 0.001
         self._closed = False
         self._link = Link(settings, self._on_channel)
@@ -99,7 +71,7 @@ class RabbitBroker(Broker):
         for worker in workers:
             self._link.call(
                 functools.partial(
-                    declare_reply_queue, topology=self._topology, job=job, worker=worker
+                    declare_reply_queue, settings=self._settings, job=job, worker=worker
                 )
             )
             self._jobs.setdefault(job, set()).add(worker)
@@ -111,9 +83,11 @@ class RabbitBroker(Broker):
             self._jobs.get(job, set()).discard(worker)
 
     # Publishing.
-    def publish_task(self, worker: str, body: Body) -> None:
+    def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
         key = check_name("worker", worker)
-        self._publish(self._topology.task_exchange, key, body, {}, f"worker {worker!r}")
+        # RabbitMQ's per-message TTL, in whole milliseconds; it also applies after a requeue.
+        expiration = None if expires_in_s is None else str(max(1, int(expires_in_s * 1000)))
+        self._publish(self._topology.task_exchange, key, body, {}, f"worker {worker!r}", expiration)
 
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
         key = self._topology.reply_key(job, worker)
@@ -150,10 +124,10 @@ class RabbitBroker(Broker):
                 served = True
 
     def ack(self, delivery: Delivery) -> None:
-        self._ack(_tag_of(delivery))
+        self._ack(tag_of(delivery))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        tag = _tag_of(delivery)
+        tag = tag_of(delivery)
         if self._closed or tag.generation != self._link.generation:
             return  # from a closed connection: the broker redelivers it, and it fails again
         self._publish_dead_letter(delivery.body(), reason, delivery.source)
@@ -167,8 +141,8 @@ class RabbitBroker(Broker):
             self._settle()
             if self._dead:
                 delivery = self._dead.popleft()
-                self._ack(_tag_of(delivery))
-                return _letter(delivery)
+                self._ack(tag_of(delivery))
+                return letter(delivery)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -197,7 +171,7 @@ class RabbitBroker(Broker):
             declare_task_queue(channel, self._topology, worker)
         for job, workers in self._jobs.items():
             for worker in workers:
-                declare_reply_queue(channel, self._topology, job, worker)
+                declare_reply_queue(channel, self._settings, job, worker)
         for queue, source in self._consumed.items():
             self._start_consumer(channel, queue, source)
 
@@ -210,12 +184,16 @@ class RabbitBroker(Broker):
 
     # Internals: publishing.
     def _publish(
-        self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str
+        self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str,
+        expiration: str | None = None,
     ) -> None:
         def send(channel: Channel) -> None:
             for frame in chunks.split(body, self._settings.chunk_size):  # fresh id on a retry
+                # user_id: RabbitMQ refuses it unless it is this connection's user, so the
+                # receiver knows who sent each message (the coordinator checks replies by it).
                 properties = pika.BasicProperties(
-                    delivery_mode=2, headers={**headers, **frame.headers}
+                    delivery_mode=2, headers={**headers, **frame.headers},
+                    expiration=expiration, user_id=self._user,
                 )
                 # pika accepts only bytes: one copy per frame, never of the whole payload.
                 data = frame.body if isinstance(frame.body, bytes) else bytes(frame.body)
@@ -229,7 +207,8 @@ class RabbitBroker(Broker):
         self._link.call(send)
 
     def _publish_dead_letter(self, body: Body, reason: str, source: str) -> None:
-        headers = {REASON: reason, SOURCE: source}
+        # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.
+        headers = {REASON: reason[:MAX_REASON], SOURCE: source}
         self._publish(self._topology.dead_letter_exchange, "", body, headers, "dead letters")
 
     # Internals: consuming.
@@ -246,11 +225,7 @@ class RabbitBroker(Broker):
         self, queue: str, source: str, _channel: Channel, method: Any, properties: Any, body: bytes
     ) -> None:
         # Runs inside process_data_events: only record it; pika calls happen in _settle.
-        self._inbox.append(self._raw(queue, source, method, properties, body))
-
-    def _raw(self, queue: str, source: str, method: Any, properties: Any, body: bytes) -> _Raw:
-        piece = _Piece(method.delivery_tag, method.redelivered)
-        return _Raw(queue, source, piece, dict(properties.headers or {}), body)
+        self._inbox.append(raw(queue, source, method, properties, body))
 
     def _pull(self, queue: str) -> bool:
         """basic_get one message of `queue` into the inbox; False when the queue was empty."""
@@ -260,7 +235,7 @@ class RabbitBroker(Broker):
             return False
         self._poll_s = 0.001
         source = self._consumed.get(queue, "")
-        self._inbox.append(self._raw(queue, source, method, properties, body))
+        self._inbox.append(raw(queue, source, method, properties, body))
         return True
 
     def _settle(self) -> None:
@@ -270,19 +245,22 @@ class RabbitBroker(Broker):
         for dropped in self._reassembler.expire():
             self._drop(dropped, self._link.generation)
 
-    def _accept(self, raw: _Raw) -> None:
+    def _accept(self, message: Raw) -> None:
         generation = self._link.generation  # the inbox is emptied whenever the channel changes
-        if not chunks.is_piece(raw.headers):
-            tag = _Tag(generation, (raw.piece,))
-            delivery = Delivery([raw.body], raw.source, tag, raw.piece.redelivered, raw.headers)
-            self._deliver(raw.queue, delivery)
+        piece = message.piece
+        if not chunks.is_piece(message.headers):
+            tag = Tag(generation, (piece,))
+            delivery = Delivery([message.body], message.source, tag, piece.redelivered,
+                                message.headers, piece.user_id)
+            self._deliver(message.queue, delivery)
             return
-        outcome = self._reassembler.offer(raw.queue, raw.headers, raw.body, raw.piece)
+        outcome = self._reassembler.offer(message.queue, message.headers, message.body, piece)
         if isinstance(outcome, chunks.Assembled):
             redelivered = any(piece.redelivered for piece in outcome.tags)
-            tag = _Tag(generation, tuple(outcome.tags))
-            delivery = Delivery(outcome.parts, raw.source, tag, redelivered, outcome.headers)
-            self._deliver(raw.queue, delivery)
+            tag = Tag(generation, tuple(outcome.tags))
+            delivery = Delivery(outcome.parts, message.source, tag, redelivered, outcome.headers,
+                                common_user(outcome.tags))
+            self._deliver(message.queue, delivery)
         elif isinstance(outcome, chunks.Dropped):
             self._drop(outcome, generation)
 
@@ -290,15 +268,15 @@ class RabbitBroker(Broker):
         dead = queue == self._topology.dead_letter_queue
         (self._dead if dead else self._ready).append(delivery)
 
-    def _drop(self, dropped: chunks.Dropped[_Piece], generation: int) -> None:
+    def _drop(self, dropped: chunks.Dropped[Piece], generation: int) -> None:
         """A chunked message that cannot be assembled: dead-letter it (once) and ack its pieces."""
         from_dead_letters = dropped.origin == self._topology.dead_letter_queue
         if dropped.error is not None and not from_dead_letters:
             source = self._consumed.get(dropped.origin, "")
             self._publish_dead_letter(b"", str(dropped.error), source)
-        self._ack(_Tag(generation, tuple(dropped.tags)))
+        self._ack(Tag(generation, tuple(dropped.tags)))
 
-    def _ack(self, tag: _Tag) -> None:
+    def _ack(self, tag: Tag) -> None:
         def ack(channel: Channel) -> None:
             if tag.generation != self._link.generation:
                 return  # its channel is gone: RabbitMQ redelivers it (handlers are idempotent)
@@ -312,20 +290,3 @@ class RabbitBroker(Broker):
         if self._closed:
             raise BrokerError("this RabbitMQ broker connection is closed")
 
-
-def _tag_of(delivery: Delivery) -> _Tag:
-    if not isinstance(delivery.tag, _Tag):
-        raise BrokerError("this delivery did not come from a RabbitMQ broker")
-    return delivery.tag
-
-
-def _letter(delivery: Delivery) -> DeadLetter:
-    """A dead letter, from fedmq's headers or, when RabbitMQ dead-lettered it, from its own."""
-    headers = delivery.headers
-    reason = headers.get(REASON) or headers.get("x-first-death-reason") or "unknown"
-    source = headers.get(SOURCE) or ""
-    return DeadLetter(delivery.body(), _text(reason), _text(source))
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

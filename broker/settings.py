@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from broker.base import Broker
 from broker.memory import MemoryBroker, MemoryHub
@@ -21,6 +22,23 @@ class BrokerSettings:
     chunk_timeout_s: float = 120.0  # a partial chunked transfer older than this is dropped
     connect_timeout_s: float = 5.0
     reconnect_for_s: float = 60.0  # how long a lost connection is retried before giving up
+    tls_ca: Path | None = None  # amqps://: the CA that signed the broker's certificate
+    tls_cert: Path | None = None  # amqps://: this client's certificate (PEM), when the broker asks
+    tls_key: Path | None = None  # its private key (PEM), unless tls_cert holds it too
+    # A reply queue past either bound dead-letters its oldest messages (x-overflow drop-head):
+    # a flood, or a coordinator gone for days, cannot fill the broker's memory or disk.
+    reply_queue_max_length: int = 10_000
+    reply_queue_max_bytes: int = 2 << 30
+
+    def __post_init__(self) -> None:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("--tls-key needs --tls-cert")
+        if self.reply_queue_max_length < 1 or self.reply_queue_max_bytes < 1:
+            raise ValueError("reply queue bounds must be positive")
+
+    @property
+    def uses_tls_files(self) -> bool:
+        return any(path is not None for path in (self.tls_ca, self.tls_cert, self.tls_key))
 
     @staticmethod
     def url_from(flag: str | None, default: str = MEMORY_URL) -> str:

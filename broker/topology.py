@@ -43,3 +43,7 @@ class Topology:
 
     def reply_queue(self, job: str, worker: str) -> str:
         return f"{self.prefix}.replies.{self.reply_key(job, worker)}"
+
+    def task_queue_arguments(self) -> dict[str, object]:
+        """A task queue's arguments, the same wherever it is declared (clients, provisioning)."""
+        return {"x-dead-letter-exchange": self.dead_letter_exchange}

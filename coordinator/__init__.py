@@ -1,1 +1,7 @@
-"""The coordinator: rounds, strategies, evaluation, checkpoints and the fedmq CLI."""
+"""The coordinator: rounds, strategies, evaluation, checkpoints, the fedmq CLI, and remote objects."""
+
+from coordinator.federation import Federation
+from coordinator.handle import RemoteWorkerHandle
+from coordinator.remote import RemoteModule, RemoteOptimizer, RemoteTensor
+
+__all__ = ["Federation", "RemoteModule", "RemoteOptimizer", "RemoteTensor", "RemoteWorkerHandle"]

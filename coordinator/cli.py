@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 from broker.settings import MEMORY_URL, BrokerSettings
-from broker.topology import Topology
+from coordinator.cli_broker import (
+    add_broker_command,
+    add_connection_options,
+    broker_settings,
+    check_worker_credentials,
+    verify_senders,
+)
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
 from coordinator.job import TrainingJob
@@ -78,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", type=Path)
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument("--job", help="job name (default: from the task)")
+    train.add_argument("--max-update-norm", type=float, help="reject updates whose L2 norm is above "
+                       "this (NaN and Inf are always rejected)")
+    train.add_argument("--verify-senders", action="store_true", help="accept a reply only when its "
+                       "AMQP user_id is its worker's name (on by default with --credentials)")
     _broker_options(train, default=LOCAL_RABBITMQ, log_level="warning")
     train.set_defaults(run=_train)
 
@@ -87,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     _training_options(demo, rounds=10)
     _broker_options(demo, default=MEMORY_URL, log_level="warning")
     demo.set_defaults(run=_demo)
+    add_broker_command(commands)
 
     plot = commands.add_parser("plot", help="draw accuracy and loss per round from a metrics file")
     plot.add_argument("metrics", type=Path, help="a --metrics-out JSON-lines file")
@@ -107,16 +118,16 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
     parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {default})")
-    parser.add_argument("--prefix", default="fedmq", help="prefix of exchange and queue names")
+    parser.add_argument("--prefix", help="prefix of exchange and queue names (default fedmq)")
     parser.add_argument("--chunk-size", type=int, default=8 << 20, help="bytes per message above which "
                         "payloads are chunked (default 8 MiB)")
     parser.add_argument("--log-level", default=log_level, choices=["debug", "info", "warning", "error"])
+    add_connection_options(parser)
     parser.set_defaults(default_broker=default)
 
 
 def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
-    url = BrokerSettings.url_from(args.broker, default=args.default_broker)
-    return BrokerSettings(url=url, topology=Topology(args.prefix), chunk_size=args.chunk_size)
+    return broker_settings(args)
 
 
 def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra: object) -> TrainSettings:
@@ -133,6 +144,7 @@ def _task_lr(task: str) -> float:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    check_worker_credentials(args)
     shard = ShardSpec.parse(args.shard, partition=args.partition)
     settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads)
     run_worker(settings, _broker_settings(args))
@@ -145,7 +157,8 @@ def _train(args: argparse.Namespace) -> int:
     workers = tuple(name.strip() for name in args.workers.split(",") if name.strip())
     settings = _train_settings(args, workers, min_replies=args.min_replies, round_timeout_s=args.round_timeout,
                                checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                               job=args.job or default_job_name(args.task))
+                               job=args.job or default_job_name(args.task),
+                               max_update_norm=args.max_update_norm, verify_senders=verify_senders(args))
     from broker.settings import open_broker
 
     with open_broker(_broker_settings(args)) as broker, RoundReporter(settings.rounds, f"fedmq train {settings.job}") as report:

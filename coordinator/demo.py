@@ -47,7 +47,7 @@ def _worker_processes(settings: TrainSettings, broker_settings: BrokerSettings) 
     processes = [subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", settings.task,
          "--shard", f"{index}/{count}", "--broker", broker_settings.url,
-         "--prefix", broker_settings.topology.prefix, "--log-level", "warning"])
+         "--prefix", broker_settings.topology.prefix, "--log-level", "warning", *_tls_args(broker_settings)])
         for index, name in enumerate(settings.workers)]
     try:
         yield
@@ -59,3 +59,10 @@ def _worker_processes(settings: TrainSettings, broker_settings: BrokerSettings) 
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _tls_args(broker_settings: BrokerSettings) -> list[str]:
+    """The workers connect as the demo does, TLS files included."""
+    files = [("--tls-ca", broker_settings.tls_ca), ("--tls-cert", broker_settings.tls_cert),
+             ("--tls-key", broker_settings.tls_key)]
+    return [arg for flag, path in files if path is not None for arg in (flag, str(path))]

@@ -48,10 +48,12 @@ class Evaluator:
         asked: dict[str, str] = {}
         for name in self._settings.workers:
             try:
-                asked[RemoteWorker(self._broker, name).evaluate(self._settings.job, round_, weights)] = name
+                worker = RemoteWorker(self._broker, name)
+                asked[worker.evaluate(self._settings.job, round_, weights, self._settings.round_timeout_s)] = name
             except Unroutable:
                 continue  # evaluation is best effort: training already succeeded
-        collector = ReplyCollector(self._broker, self._settings.job, round_, asked)
+        collector = ReplyCollector(self._broker, self._settings.job, round_, asked,
+                                   verify_senders=self._settings.verify_senders)
         collected = collector.collect(time.monotonic() + self._settings.round_timeout_s, _keep)
         return _mean_of(collected, "eval_loss"), _mean_of(collected, "eval_accuracy")
 

@@ -15,12 +15,13 @@ from collections.abc import Callable
 import torch
 
 from broker.base import Broker
-from coordinator.aggregation import fit_error, weighted_mean
+from coordinator.aggregation import weighted_mean
 from coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from coordinator.evaluation import Evaluator
 from coordinator.metrics import MetricsLog, RoundMetrics
 from coordinator.proxy import RemoteWorker
 from coordinator.rounds import Collected, ReplyCollector
+from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
 from coordinator.strategy import FedAvg, Failure, Strategy
 from protocol.errors import TrainingFailed, Unroutable
@@ -88,9 +89,10 @@ class TrainingJob:
         s = self.settings
         started = time.perf_counter()
         self.strategy.begin_round(weights)
-        asked, failures = self._send_train(round_, weights)
-        collector = ReplyCollector(self.broker, s.job, round_, asked)
-        collected = collector.collect(time.monotonic() + s.round_timeout_s, self._folder(weights))
+        deadline = time.monotonic() + s.round_timeout_s
+        asked, failures = self._send_train(round_, weights, deadline)
+        collector = ReplyCollector(self.broker, s.job, round_, asked, verify_senders=s.verify_senders)
+        collected = collector.collect(deadline, self._folder(weights))
         collected.failures[:0] = failures
         if len(collected.replies) < s.needed_replies:
             raise TrainingFailed(_shortfall(round_, s.needed_replies, collected))
@@ -104,25 +106,28 @@ class TrainingJob:
             train_loss=weighted_mean([(r.metrics["train_loss"], r.num_examples)
                                       for r in collected.replies if "train_loss" in r.metrics]),
             eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
-            failures={f.worker: f.reason for f in collected.failures})
+            failures={f.worker: f.reason for f in collected.failures},
+            rejected=collected.rejected, dead_lettered=collected.dead_lettered)
         self._finish(metrics, new_weights)
         return new_weights
 
-    def _send_train(self, round_: int, weights: Weights) -> tuple[dict[str, str], list[Failure]]:
+    def _send_train(self, round_: int, weights: Weights, deadline: float) -> tuple[dict[str, str], list[Failure]]:
+        """Send every worker its task; each expires at the round's deadline if still queued."""
         asked: dict[str, str] = {}
         failures: list[Failure] = []
         c = self.settings.config
         for worker in self.workers:
             config = TrainConfig(c.lr, c.epochs, c.batch_size, round_seed(c.seed, round_, worker.name))
             try:
-                asked[worker.train(self.settings.job, round_, weights, config)] = worker.name
+                expires_in_s = max(deadline - time.monotonic(), 0.001)
+                asked[worker.train(self.settings.job, round_, weights, config, expires_in_s)] = worker.name
             except Unroutable as e:
                 failures.append(Failure(worker.name, str(e)))
         return asked, failures
 
     def _folder(self, weights: Weights) -> Callable[[Reply], str | None]:
         def fold(reply: Reply) -> str | None:
-            error = fit_error(weights, reply.update)
+            error = update_error(weights, reply.update, self.settings.max_update_norm)
             if error is None:
                 self.strategy.accumulate(reply)
             return error

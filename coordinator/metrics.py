@@ -21,6 +21,8 @@ class RoundMetrics:
     eval_accuracy: float | None
     eval_s: float
     failures: dict[str, str] = field(default_factory=dict)  # worker -> reason
+    rejected: int = 0  # updates refused before aggregation: NaN/Inf, above --max-update-norm, misfit
+    dead_lettered: int = 0  # replies no honest worker sends (rejected updates included)
 
 
 class MetricsLog:

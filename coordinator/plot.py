@@ -17,6 +17,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path:
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = read_metrics(metrics_path)
     if not rows:
@@ -29,7 +30,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path:
     loss_axis.set_ylabel("loss")
     accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_ylim(0, 1)
-    loss_axis.xaxis.get_major_locator().set_params(integer=True)
+    loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     figure.suptitle(f"fedmq: {metrics_path.name}")
     figure.legend(loc="lower center", ncol=3, fontsize="small")
     figure.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below the axes

@@ -1,8 +1,13 @@
 """Collecting one round's replies: the first answer of each asked worker counts, nothing else.
 
-Replies of earlier rounds (late), second answers (duplicates, redeliveries) and answers from
-workers that were not asked are acknowledged and counted as dropped, never aggregated.
-Undecodable bytes go to the dead-letter queue. A worker's failure is data for the round.
+Replies that an honest worker may send but that come too late or twice (an earlier round's,
+a duplicate or redelivery, an answer to another of this round's tasks) are acknowledged and
+counted as dropped, never aggregated. Replies that no honest worker sends go to the dead-letter
+queue with the reason, each logged once: undecodable bytes, another message kind, another job,
+a round not yet begun, a reply naming another worker than the queue it came through, and, when
+senders are verified, a reply whose AMQP user_id is not its worker. An update that fails
+screening (coordinator.screening) is dead-lettered too and counted as rejected. A worker's
+failure is data for the round.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ log = logging.getLogger("fedmq.coordinator")
 
 # Called with each accepted reply; returns why it is unusable, or None once it is used.
 OnReply = Callable[[Reply], "str | None"]
+USE, DROP, REJECT = "use", "drop", "reject"
+MAX_REASON = 1000  # characters: a hostile payload must not put megabytes into a header or a log
 
 
 @dataclass(frozen=True)
@@ -39,16 +46,22 @@ class Collected:
     replies: list[Answer] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     dropped: int = 0
+    rejected: int = 0  # accepted replies whose update failed screening (NaN, norm, shape)
+    dead_lettered: int = 0  # replies no honest worker sends, rejected updates included
     silent: list[str] = field(default_factory=list)  # asked, never answered
 
 
 class ReplyCollector:
-    def __init__(self, broker: Broker, job: str, round_: int, asked: dict[str, str]) -> None:
+    def __init__(self, broker: Broker, job: str, round_: int, asked: dict[str, str], *,
+                 verify_senders: bool = False) -> None:
         self._broker = broker
         self._job = job
         self._round = round_
         self._asked = dict(asked)  # task id -> worker
         self._pending = dict(asked)
+        # With credentials in use, RabbitMQ vouches for each message's user_id (username ==
+        # worker name), so no worker can answer for another even by routing into its queue.
+        self._verify_senders = verify_senders
         self.result = Collected()
 
     def collect(self, deadline: float, on_reply: OnReply) -> Collected:
@@ -64,46 +77,76 @@ class ReplyCollector:
         return self.result
 
     def _handle(self, delivery: Delivery, on_reply: OnReply) -> None:
+        forged = self._sender_error(delivery)
+        if forged:  # checked before decoding: a forger's payload costs no parsing
+            self._dead_letter(delivery, forged)
+            return
         # A single part is decoded in place and kept for the dead-letter queue; a chunked reply's
         # parts are consumed as they are decoded, so only one copy of a large update is ever held.
         try:
             message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
         except DecodeError as e:
-            log.warning("dead-lettering an undecodable reply from %s: %s", delivery.source, e)
-            self._broker.dead_letter(delivery, f"undecodable reply: {e}")
+            self._dead_letter(delivery, f"undecodable reply: {e}")
             return
         if not isinstance(message, (Reply, ErrorReply)):
-            self._broker.dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
+            self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
             return
-        reason = self._drop_reason(message, delivery.source)
-        if reason:
+        verdict, reason = self._judge(message, delivery.source)
+        if verdict == REJECT:
+            self._dead_letter(delivery, reason)
+            return
+        if verdict == DROP:
             log.info("dropped a reply from %s: %s", message.worker, reason)
             self.result.dropped += 1
         else:
-            self._accept(message, on_reply)
+            unusable = self._accept(message, on_reply)
+            if unusable:
+                self.result.rejected += 1
+                self._dead_letter(delivery, f"rejected update: {unusable}")
+                return
         self._broker.ack(delivery)  # after the update is folded in: nothing is lost on a crash
 
-    def _drop_reason(self, message: Reply | ErrorReply, source: str) -> str | None:
+    def _sender_error(self, delivery: Delivery) -> str | None:
+        if not self._verify_senders or delivery.user_id == delivery.source:
+            return None
+        if delivery.user_id is None:
+            return f"a reply on worker {delivery.source!r}'s queue without a user_id"
+        return f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
+
+    def _judge(self, message: Reply | ErrorReply, source: str) -> tuple[str, str]:
+        """(USE, ""), (DROP, why) for late or repeated answers, (REJECT, why) for impossible ones."""
         if message.job != self._job:
-            return f"job {message.job!r} is not this one"
-        if message.round != self._round:
-            return f"round {message.round} is over (now {self._round})"
+            return REJECT, f"a reply for job {message.job!r}, not {self._job!r}"
+        if message.round > self._round:
+            return REJECT, f"a reply for round {message.round}, which has not begun (now {self._round})"
+        if message.worker != source:
+            return REJECT, f"a reply naming worker {message.worker!r} in {source!r}'s reply queue"
+        if message.round < self._round:
+            return DROP, f"round {message.round} is over (now {self._round})"
         asked_worker = self._asked.get(message.task_id)
         if asked_worker is None:
-            return "no such task in this round"
-        if message.worker != asked_worker or source != asked_worker:
-            return f"task was asked of {asked_worker!r}, answered by {message.worker!r} via {source!r}"
+            return DROP, "no such task in this round"  # e.g. a training reply during evaluation
+        if asked_worker != source:
+            return REJECT, f"task was asked of {asked_worker!r}, answered by {source!r}"
         if message.task_id not in self._pending:
-            return "duplicate answer"
-        return None
+            return DROP, "duplicate answer"
+        return USE, ""
 
-    def _accept(self, message: Reply | ErrorReply, on_reply: OnReply) -> None:
+    def _accept(self, message: Reply | ErrorReply, on_reply: OnReply) -> str | None:
+        """Record the answer; why its update was unusable, if it was."""
         del self._pending[message.task_id]
         if isinstance(message, ErrorReply):
             self.result.failures.append(Failure(message.worker, message.reason))
-            return
+            return None
         unusable = on_reply(message)
         if unusable:
             self.result.failures.append(Failure(message.worker, unusable))
         else:
             self.result.replies.append(Answer(message.worker, message.num_examples, message.metrics))
+        return unusable
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+        log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
+        self.result.dead_lettered += 1
+        self._broker.dead_letter(delivery, reason)

@@ -22,6 +22,8 @@ class TrainSettings:
     resume: bool = False
     metrics_out: Path | None = None
     job: str = "fedmq"
+    max_update_norm: float | None = None  # updates with a larger L2 norm are rejected
+    verify_senders: bool = False  # accept a reply only if its AMQP user_id is its worker's name
 
     def __post_init__(self) -> None:
         check_name("job", self.job)
@@ -37,6 +39,8 @@ class TrainSettings:
             raise ValueError(f"--min-replies must be between 1 and the number of workers ({len(self.workers)})")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("--resume needs --checkpoint-dir")
+        if self.max_update_norm is not None and not self.max_update_norm > 0:
+            raise ValueError("--max-update-norm must be positive")
 
     @property
     def needed_replies(self) -> int:

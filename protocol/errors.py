@@ -35,3 +35,19 @@ class TaskError(FedmqError):
 
 class TrainingFailed(FedmqError):
     """A federated training run could not continue (for example, too few replies)."""
+
+
+class RemoteError(FedmqError):
+    """A remote operation failed on its worker; the message names the op, the worker and why."""
+
+
+class OpNotAllowed(RemoteError):
+    """The worker refused an operation that is not on its allowlist."""
+
+
+class RemotePermissionError(RemoteError, PermissionError):
+    """The worker refused to let an object leave it (its --allow-get policy)."""
+
+
+class StoreFull(RemoteError):
+    """The worker's object store is at its cap (objects or bytes)."""

@@ -6,26 +6,20 @@ of a worker's weights over its round, which later stages clip, mask or compress.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 import torch
 
 from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
+from protocol.commands import COMMAND_KINDS, CommandBatch, CommandResult, command_from_wire, command_to_wire
 from protocol.errors import DecodeError, UnsupportedVersion
+from protocol.names import NAME_PATTERN as NAME_PATTERN  # re-exported: they lived here first
+from protocol.names import check_name as check_name
 
 PROTOCOL_VERSION = 1
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # safe in queue names and keys
 
 Weights = dict[str, torch.Tensor]
-
-
-def check_name(kind: str, name: str) -> str:
-    """`name` if it is a valid job or worker name; ValueError naming the rule otherwise."""
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"{kind} name {name!r} must be 1-64 letters, digits, '-' or '_', starting with a letter or digit")
-    return name
 
 
 @dataclass(frozen=True)
@@ -80,10 +74,13 @@ class ErrorReply:
 
 
 Task = Union[TrainTask, EvaluateTask]
-Message = Union[TrainTask, EvaluateTask, Reply, ErrorReply]
+# Remote commands (protocol.commands) share the envelope: the same version, the same decoder.
+Message = TrainTask | EvaluateTask | Reply | ErrorReply | CommandBatch | CommandResult
 
 
 def encode_message(message: Message) -> memoryview:
+    if isinstance(message, (CommandBatch, CommandResult)):
+        return pack({"v": PROTOCOL_VERSION} | command_to_wire(message))
     head: dict[str, Any] = {"v": PROTOCOL_VERSION, "job": message.job, "round": message.round,
                             "task_id": message.task_id}
     body: dict[str, Any]
@@ -109,9 +106,11 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
     version = obj.get("v")
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"protocol version {version!r} is not supported; this build speaks {PROTOCOL_VERSION}")
+    kind = obj.get("kind")
+    if kind in COMMAND_KINDS:
+        return command_from_wire(obj)
     fields = _Fields(obj)
     job, round_, task_id = fields.name("job"), fields.count("round"), fields.text("task_id")
-    kind = obj.get("kind")
     if kind == "train":
         return TrainTask(job, round_, task_id, fields.tensors("weights"), _config(fields.mapping("config")))
     if kind == "evaluate":

@@ -16,6 +16,8 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from broker.topology import Topology
 
 ENV_URL = "FEDMQ_TEST_BROKER"
 IMAGE = "rabbitmq:3-management"
+MANAGEMENT_PORT = 15672
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BROKER_FIXTURES = {"rabbitmq_url", "rabbit_settings", "rabbitmq_admin"}
 START_HELP = (
@@ -87,18 +90,47 @@ class BrokerAdmin:
             return len(names)
         return 0
 
+    def import_definitions(self, definitions: dict[str, Any]) -> None:
+        """Load RabbitMQ definitions (users, vhosts, permissions, topology) into the broker."""
+        if self.http is not None:
+            self._request("POST", "/api/definitions", json.dumps(definitions).encode())
+            return
+        assert self.ctl is not None, "no way to import definitions into this broker"
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:  # readable by the broker
+            json.dump(definitions, f)
+            f.flush()
+            os.chmod(f.name, 0o644)
+            self.ctl(["import_definitions", f.name])
+            vhost = definitions["vhosts"][0]["name"]
+            for _ in range(100):  # rabbitmqctl imports asynchronously
+                if vhost in self.ctl(["-q", "list_vhosts", "--no-table-headers"]).split():
+                    return
+                time.sleep(0.1)
+
+    def delete_users_and_vhost(self, users: list[str], vhost: str) -> None:
+        for user in users:
+            if self.ctl is not None:
+                self.ctl(["delete_user", user])
+            else:
+                self._request("DELETE", f"/api/users/{quote(user, safe='')}")
+        if self.ctl is not None:
+            self.ctl(["delete_vhost", vhost])
+        else:
+            self._request("DELETE", f"/api/vhosts/{quote(vhost, safe='')}")
+
     def _get(self, path: str) -> list[dict[str, Any]]:
         return json.loads(self._request("GET", path))  # type: ignore[no-any-return]
 
-    def _request(self, method: str, path: str) -> bytes:
+    def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         parts = urlsplit(self.url)
         token = base64.b64encode(
             f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
         )
         request = urllib.request.Request(
             f"{self.http}{path}",
+            data=body,
             method=method,
-            headers={"Authorization": f"Basic {token.decode()}"},
+            headers={"Authorization": f"Basic {token.decode()}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.read()  # type: ignore[no-any-return]
@@ -234,7 +266,8 @@ def _start_container() -> tuple[Any, str]:
             from testcontainers.community.rabbitmq import RabbitMqContainer
         except ImportError:  # testcontainers before 4.14
             from testcontainers.rabbitmq import RabbitMqContainer
-        return RabbitMqContainer(IMAGE).start(), ""
+        # The management API too: provisioning tests apply definitions through it.
+        return RabbitMqContainer(IMAGE).with_exposed_ports(MANAGEMENT_PORT).start(), ""
     except Exception as e:  # noqa: BLE001 - reported in the failure message if nothing else answers
         return None, f"{type(e).__name__}: {e}"
 
@@ -253,7 +286,17 @@ def _container_admin(url: str, container: Any) -> BrokerAdmin:
             )
         return str(output.decode())
 
-    return BrokerAdmin(url, ctl=ctl)
+    try:
+        http = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(MANAGEMENT_PORT)}"
+    except (OSError, ValueError, RuntimeError):
+        return BrokerAdmin(url, ctl=ctl)
+    for _ in range(60):  # the management listener may open a moment after AMQP's
+        try:
+            BrokerAdmin(url, http=http)._get("/api/vhosts")
+            return BrokerAdmin(url, ctl=ctl, http=http)
+        except (OSError, ValueError):
+            time.sleep(0.5)
+    return BrokerAdmin(url, ctl=ctl)  # no management plugin: rabbitmqctl still does the rest
 
 
 def _admin_for(url: str) -> BrokerAdmin:

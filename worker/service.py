@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from broker.base import Broker, Delivery
+from protocol.commands import CommandBatch
 from protocol.errors import BrokerError, DecodeError, TaskError, Unroutable
 from protocol.messages import (
     ErrorReply,
@@ -32,6 +33,8 @@ from protocol.messages import (
     decode_message,
     encode_message,
 )
+from worker.dedup import AnsweredTasks
+from worker.remote.handler import RemoteCommands
 from worker.settings import WorkerSettings
 from worker.task import Dataset, Task, as_pair, load_task
 
@@ -58,6 +61,9 @@ class WorkerService:
             raise TaskError(f"shard {settings.shard} of task {self._task.name!r} holds no examples: "
                             f"use fewer shards")
         self._shard = _on_device(shard, self._device)
+        # Remote commands (the pointer workflow) share the queue, the task and the shard.
+        self.remote = RemoteCommands(broker, settings, self._task, self._shard, self._device)
+        self._answered = AnsweredTasks()  # redelivered tasks already answered are acked, not rerun
 
     @property
     def worker_id(self) -> str:
@@ -75,13 +81,23 @@ class WorkerService:
             delivery = self._broker.receive(timeout=self._settings.poll_s)
             if delivery is not None:
                 self.handle(delivery)
+            self.remote.expire()
 
     def handle(self, delivery: Delivery) -> None:
         """Run one delivered task to its end: replied and acked, or dead-lettered."""
         message = self._decode(delivery)
         if message is None:
             return
+        if isinstance(message, CommandBatch):
+            self.remote.handle(delivery, message)
+            return
         kind = "train" if isinstance(message, TrainTask) else "evaluate"
+        key = (message.job, message.round, message.task_id)
+        if key in self._answered:  # its ack was lost (connection cut, consumer_timeout)
+            log.info("job %s round %d: %s task %s was answered already; acked", message.job,
+                     message.round, kind, message.task_id)
+            self._broker.ack(delivery)
+            return
         try:
             reply, seconds = self._run(message)
             body = encode_message(reply)
@@ -101,11 +117,12 @@ class WorkerService:
             # Nothing would ever take this reply, and requeueing would only repeat the work.
             log.warning("job %s round %d: no reply queue (the job is gone); %s result dropped",
                         message.job, message.round, kind)
+        self._answered.add(key)
         self._broker.ack(delivery)  # only now: the reply is confirmed (or has nowhere to go)
         log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
                  self._num_examples, seconds)
 
-    def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | None:
+    def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | CommandBatch | None:
         """The task in `delivery`, or None after dead-lettering what is not a task."""
         # decode_message consumes a list of parts as it reads; a dead letter still needs them.
         data = delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts)
@@ -114,10 +131,11 @@ class WorkerService:
         except DecodeError as e:
             self._reject(delivery, _clip(f"undecodable task: {e}"))
             return None
-        if isinstance(message, (TrainTask, EvaluateTask)):
+        if isinstance(message, (TrainTask, EvaluateTask, CommandBatch)):
             return message
+        job = getattr(message, "job", getattr(message, "client", "?"))
         self._reject(delivery, f"unexpected message kind: a {type(message).__name__} on the task queue "
-                               f"of worker {self.worker_id!r} (job {message.job!r})")
+                               f"of worker {self.worker_id!r} (job {job!r})")
         return None
 
     def _run(self, task: TrainTask | EvaluateTask) -> tuple[Reply, float]:

@@ -18,7 +18,8 @@ import torch
 from protocol.messages import check_name
 from worker.task import ShardSpec
 
-__all__ = ["ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
+__all__ = ["ALLOW_GET_CHOICES", "ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
+ALLOW_GET_CHOICES = ("none", "derived", "all")  # --allow-get: see worker.remote.store
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,18 @@ class WorkerSettings:
     device: str = "cpu"  # "cpu" or "cuda" ("cuda:1" ...); cuda must be available
     torch_threads: int = 1  # intra-op threads: see the module doc
     poll_s: float = 0.5  # how often the serve loop looks at its stop event while idle
+    # Remote objects (worker.remote): what may leave, and how much a worker holds for clients.
+    allow_get: str = "derived"  # none | derived | all: see worker.remote.store
+    max_objects: int = 10_000  # remote objects held for all clients together
+    max_object_bytes: int = 1 << 30  # their bytes, for all clients together
+    client_ttl_s: float = 600.0  # a client silent this long is gone: its objects are freed
 
     def __post_init__(self) -> None:
         check_name("worker", self.worker_id)
+        if self.allow_get not in ALLOW_GET_CHOICES:
+            raise ValueError(f"allow_get must be one of {', '.join(ALLOW_GET_CHOICES)}, got {self.allow_get!r}")
+        if self.max_objects < 1 or self.max_object_bytes < 1 or not self.client_ttl_s > 0:
+            raise ValueError("max_objects, max_object_bytes and client_ttl_s must be positive")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
         if not self.poll_s > 0:

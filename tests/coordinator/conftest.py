@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from broker.settings import BrokerSettings
+from tests.coordinator.remote_fixtures import broker_settings, fed  # noqa: F401 - fixtures: a Federation per broker
 
 ROOT = Path(__file__).resolve().parents[2]
 StartWorkers = Callable[..., list[subprocess.Popen[str]]]

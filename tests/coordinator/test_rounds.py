@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from broker.base import Broker
+from broker.base import Broker, DeadLetter
 from broker.memory import MemoryBroker, MemoryHub
 from coordinator.rounds import ReplyCollector
 from protocol.messages import ErrorReply, Reply, encode_message
@@ -66,7 +66,7 @@ def _collect(coordinator: Broker, asked: dict[str, str]) -> tuple[list[str], obj
     return used, collected
 
 
-def test_late_duplicate_unasked_and_forged_replies_are_dropped(connect: Connect) -> None:
+def test_late_duplicate_and_unasked_replies_are_dropped_forged_ones_dead_lettered(connect: Connect) -> None:
     # Given a round that asked alice (task a1) and bob (task b1)
     coordinator, workers = _setup(connect)
     alice, bob = workers["alice"], workers["bob"]
@@ -82,10 +82,21 @@ def test_late_duplicate_unasked_and_forged_replies_are_dropped(connect: Connect)
     used, collected = _collect(coordinator, {"a1": "alice", "b1": "bob"})
     # (the round closes once both answered; whatever it left unread, the next round drops)
     leftovers = ReplyCollector(coordinator, JOB, 3, {"c1": "carol"}).collect(time.monotonic() + 1.0, lambda r: None)
-    # Then exactly one reply per worker is used and the five others are counted as dropped
+    # Then exactly one reply per worker is used; the late, duplicate and unasked ones are dropped
     assert sorted(used) == ["alice", "bob"]
     assert sorted(answer.worker for answer in collected.replies) == ["alice", "bob"]
-    assert collected.dropped + leftovers.dropped == 5 and collected.silent == []
+    assert collected.dropped + leftovers.dropped == 3 and collected.silent == []
+    # And the other job's reply and bob's forgery, which no honest worker sends, are dead-lettered
+    assert collected.dead_lettered + leftovers.dead_lettered == 2
+    reasons = sorted(letter.reason for letter in _dead_letters(coordinator))
+    assert len(reasons) == 2 and "job 'other'" in reasons[0] and "naming worker 'alice'" in reasons[1], reasons
+
+
+def _dead_letters(broker: Broker) -> list[DeadLetter]:
+    letters = []
+    while (letter := broker.take_dead_letter(timeout=2)) is not None:
+        letters.append(letter)
+    return letters
 
 
 def test_silent_workers_are_named_at_the_deadline(connect: Connect) -> None:

@@ -1,0 +1,154 @@
+"""Provisioning a broker for one federation: users, permissions and topology as RabbitMQ
+definitions, and one credentials file per principal.
+
+Username == worker name, so the coordinator can hold each reply's AMQP user_id (which RabbitMQ
+verifies against the connection) to the worker it answers for. Permissions follow fedmq's names
+(RabbitMQ checks writes on the exchange, reads on the queue, configure on what is declared):
+
+| principal   | configure             | write                                 | read                     |
+| ----------- | --------------------- | ------------------------------------- | ------------------------ |
+| worker w    | nothing               | {p}.replies, {p}.dlx                  | {p}.tasks.w              |
+| coordinator | {p}.replies.<job>.<w> | {p}.tasks, {p}.dlx, {p}.replies.<...> | {p}.replies, its queues  |
+
+The definitions declare the exchanges, the dead-letter queue and every worker's task queue, so
+workers need no configure permission; clients check these passively (broker.rabbitmq_topology).
+Reply queues are per job: the coordinator declares and deletes them. No password is stored
+here, only RabbitMQ's salted SHA-256 hash; the plain passwords go to the credentials files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from broker.topology import Topology
+from protocol.names import check_name
+
+DEFINITIONS_FILE = "definitions.json"
+HASHING = "rabbit_password_hashing_sha256"
+WORKER, COORDINATOR = "worker", "coordinator"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One principal's login: what `--credentials FILE` reads."""
+
+    user: str
+    password: str
+    role: str  # "worker" or "coordinator"
+    vhost: str
+    prefix: str
+    url: str  # amqp(s)://user:password@host:port/vhost
+
+    def save(self, path: Path) -> Path:
+        _write_private(path, json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def load_credentials(path: Path) -> Credentials:
+    """The credentials in `path`; ValueError saying what is wrong with the file."""
+    try:
+        data = json.loads(path.read_text())
+        credentials = Credentials(**{key: str(data[key]) for key in Credentials.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read credentials file {path}: {e}") from e
+    if credentials.role not in (WORKER, COORDINATOR):
+        raise ValueError(f"credentials file {path}: role must be worker or coordinator")
+    return credentials
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    definitions: dict[str, Any]
+    credentials: list[Credentials]
+
+
+def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
+              endpoint: str = "amqp://127.0.0.1:5672") -> Provisioned:
+    """Definitions and fresh credentials for `workers` and `coordinator` on `vhost`."""
+    names = [check_name("worker", name) for name in workers]
+    check_name("coordinator", coordinator)
+    if len(set(names + [coordinator])) != len(names) + 1:
+        raise ValueError("worker and coordinator names must be distinct")
+    if not vhost:
+        raise ValueError("--vhost must not be empty")
+    topology = Topology(prefix)
+    roles = [(name, WORKER) for name in names] + [(coordinator, COORDINATOR)]
+    credentials = []
+    for name, role in roles:
+        password = secrets.token_urlsafe(24)
+        url = login_url(endpoint, name, password, vhost)
+        credentials.append(Credentials(name, password, role, vhost, prefix, url))
+    return Provisioned(definitions(credentials, names, topology, vhost), credentials)
+
+
+def definitions(credentials: list[Credentials], workers: list[str], topology: Topology,
+                vhost: str) -> dict[str, Any]:
+    """RabbitMQ's definitions document (`rabbitmqctl import_definitions`, POST /api/definitions)."""
+    exchanges = [(topology.task_exchange, "direct"), (topology.reply_exchange, "direct"),
+                 (topology.dead_letter_exchange, "fanout")]
+    queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, {})] + [
+        (topology.task_queue(worker), topology.task_queue_arguments()) for worker in workers]
+    bindings = [(topology.dead_letter_exchange, topology.dead_letter_queue, "")] + [
+        (topology.task_exchange, topology.task_queue(worker), worker) for worker in workers]
+    return {
+        "users": [{"name": c.user, "password_hash": password_hash(c.password),
+                   "hashing_algorithm": HASHING, "tags": []} for c in credentials],
+        "vhosts": [{"name": vhost}],
+        "permissions": [{"user": c.user, "vhost": vhost, **permissions(c, topology)} for c in credentials],
+        "exchanges": [{"name": name, "vhost": vhost, "type": kind, "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}} for name, kind in exchanges],
+        "queues": [{"name": name, "vhost": vhost, "durable": True, "auto_delete": False,
+                    "arguments": arguments} for name, arguments in queues],
+        "bindings": [{"source": source, "vhost": vhost, "destination": queue, "destination_type": "queue",
+                      "routing_key": key, "arguments": {}} for source, queue, key in bindings],
+    }
+
+
+def permissions(credentials: Credentials, topology: Topology) -> dict[str, str]:
+    """The configure/write/read regexes of one principal (see the module's table)."""
+    p = re.escape(topology.prefix)
+    if credentials.role == WORKER:
+        return {"configure": "^$", "write": rf"^{p}\.(replies|dlx)$",
+                "read": rf"^{p}\.tasks\.{re.escape(credentials.user)}$"}
+    return {"configure": rf"^{p}\.replies\..+$", "write": rf"^{p}\.(tasks|dlx)$|^{p}\.replies\..+$",
+            "read": rf"^{p}\.replies(\..+)?$"}
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = salt if salt is not None else os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def login_url(endpoint: str, user: str, password: str, vhost: str) -> str:
+    """`endpoint` (amqp[s]://host:port) with the login and the vhost filled in."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError(f"--endpoint must look like amqp://host:5672 or amqps://host:5671, got {endpoint!r}")
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return parts._replace(netloc=login + parts.netloc.rpartition("@")[2], path="/" + quote(vhost, safe="")).geturl()
+
+
+def write(out: Path, provisioned: Provisioned) -> list[Path]:
+    """The definitions file and one credentials file per principal, readable by the owner only."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = [_write_private(out / DEFINITIONS_FILE, json.dumps(provisioned.definitions, indent=2) + "\n")]
+    written += [c.save(out / f"{c.user}.json") for c in provisioned.credentials]
+    return written
+
+
+def _write_private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+    return path

@@ -1,0 +1,25 @@
+"""digits, whose local training first sleeps $FEDMQ_TEST_TRAIN_SLEEP_S seconds (none by default).
+
+Fault tests set the variable for one worker process to make it a straggler, or to kill it while it
+is surely training (it prints a marker line when training starts).
+"""
+
+import os
+import sys
+import time
+
+from torch import nn
+
+from protocol.messages import TrainConfig
+from worker import training
+from worker.tasks.digits import DEFAULT_LR, build_model, load_shard, load_test  # noqa: F401 - the task contract
+
+SLEEP_ENV = "FEDMQ_TEST_TRAIN_SLEEP_S"
+STARTED = "sleepy task: training starts"
+
+
+def train(model: nn.Module, dataset: tuple, config: TrainConfig) -> dict[str, float]:  # type: ignore[type-arg]
+    print(STARTED, file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
+    inputs, targets = dataset
+    return training.train(model, inputs, targets, config, nn.functional.cross_entropy)

@@ -1,0 +1,65 @@
+"""What the ops of a batch run against: the worker's store, device, task and shard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from protocol.operands import Arg, ModuleSpec, Ref
+from worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint
+from worker.task import Dataset, Task
+
+V = TypeVar("V", torch.Tensor, nn.Module, torch.optim.Optimizer)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A move's message, to be published to `target`'s task queue; then object `object_id` goes."""
+
+    target: str
+    body: bytes | memoryview
+    object_id: int
+    index: int = -1  # the op's place in its batch, filled in by the executor
+
+
+@dataclass
+class Context:
+    worker: str
+    store: ObjectStore
+    device: torch.device
+    task: Task
+    shard: Dataset
+    allow_get: Taint  # the most tainted value that may leave this worker
+
+    def entry(self, session: Session, arg: Arg, kind: type[V]) -> tuple[Entry, V]:
+        """The entry `arg` refers to, and its value, which must be a `kind`."""
+        if not isinstance(arg, Ref):
+            raise OpFailure("failed", f"expected a reference to a {kind.__name__}, got {type(arg).__name__}")
+        entry = self.store.entry(session, arg.id)
+        if not isinstance(entry.value, kind):
+            raise OpFailure("failed", f"object #{arg.id} is a {type(entry.value).__name__}, not a {kind.__name__}")
+        return entry, entry.value
+
+    def resolve(self, session: Session, arg: Arg, taints: list[Taint]) -> Any:  # noqa: ANN401 - an operand
+        """`arg` with references replaced by the tensors they name, literals on the worker's device."""
+        if isinstance(arg, Ref):
+            entry, tensor = self.entry(session, arg, torch.Tensor)
+            taints.append(entry.taint)
+            return tensor
+        if isinstance(arg, torch.Tensor):  # a copy: the decoded literal is a read-only view of the message
+            return arg.to(self.device, copy=True)
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(self.resolve(session, item, taints) for item in arg)
+        if isinstance(arg, (ModuleSpec, dict)):
+            raise OpFailure("failed", "modules and weights are operands of `module` and `task_model` only")
+        return arg
+
+    def check_leaving(self, entry: Entry, object_id: int, what: str) -> None:
+        """OpFailure("permission") unless this worker's --allow-get lets the entry leave."""
+        if entry.taint > self.allow_get:
+            policy = {Taint.PUBLIC: "none", Taint.DERIVED: "derived", Taint.PRIVATE: "all"}[self.allow_get]
+            raise OpFailure("permission", f"{what} of object #{object_id} refused: it is {entry.taint.name.lower()} "
+                                          f"data and worker {self.worker!r} runs with --allow-get {policy}")

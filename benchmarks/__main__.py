@@ -1,4 +1,4 @@
-"""Run the benchmarks and print one table: `python -m benchmarks [codec transport rounds memory]`."""
+"""Run the benchmarks and print one table: `python -m benchmarks [NAME ...]` (default: all)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.console import Console
 
 from benchmarks.table import Row, table
 
-NAMES = ["codec", "transport", "rounds", "memory"]
+NAMES = ["codec", "transport", "rounds", "memory", "remote_ops"]
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from coordinator.settings import TrainSettings, default_job_name
 from protocol.errors import BrokerError, FedmqError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
-from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
+from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", default="cpu", help="cpu or cuda")
     worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
                         "workers often share a machine's cores)")
+    worker.add_argument("--allow-get", choices=ALLOW_GET_CHOICES, default="derived",
+                        help="which remote objects clients may fetch: none, derived from the shard "
+                        "(default), or all, raw private data included")
+    worker.add_argument("--max-objects", type=int, default=10_000, help="remote objects held, all clients")
+    worker.add_argument("--max-object-bytes", type=int, default=1 << 30, help="their bytes (default 1 GiB)")
+    worker.add_argument("--client-ttl", type=float, default=600.0, help="seconds after which a silent "
+                        "client's objects are freed (default 600)")
     _broker_options(worker, default=LOCAL_RABBITMQ, log_level="info")
     worker.set_defaults(run=_worker)
 
@@ -117,7 +124,8 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
-    parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {default})")
+    shown = default.replace("%", "%%")  # argparse formats help with %: the URL's %2F must survive
+    parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {shown})")
     parser.add_argument("--prefix", help="prefix of exchange and queue names (default fedmq)")
     parser.add_argument("--chunk-size", type=int, default=8 << 20, help="bytes per message above which "
                         "payloads are chunked (default 8 MiB)")
@@ -146,7 +154,9 @@ def _task_lr(task: str) -> float:
 def _worker(args: argparse.Namespace) -> int:
     check_worker_credentials(args)
     shard = ShardSpec.parse(args.shard, partition=args.partition)
-    settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads)
+    settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads,
+                              allow_get=args.allow_get, max_objects=args.max_objects,
+                              max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl)
     run_worker(settings, _broker_settings(args))
     return 0
 

@@ -41,6 +41,13 @@ def test_usage_errors_exit_2_with_a_clear_message(args: list[str], message: str,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["worker", "train", "demo", "plot"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage: fedmq" in capsys.readouterr().out
+
+
 def test_demo_runs_on_the_memory_broker_and_saves_json_lines(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     # When the demo runs three rounds with its defaults otherwise

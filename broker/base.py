@@ -103,6 +103,23 @@ class Broker(ABC):
     def take_dead_letter(self, timeout: float) -> DeadLetter | None:
         """The oldest dead letter, removed from its queue, or None after `timeout` seconds."""
 
+    # Presence (`fedmq status`): best effort, unconfirmed, never routed to a durable queue.
+    @abstractmethod
+    def publish_presence(self, body: bytes) -> None:
+        """Send a heartbeat to whoever watches; it is lost, not an error, when nobody does."""
+
+    @abstractmethod
+    def watch_presence(self) -> None:
+        """Start receiving every heartbeat published from now on (see take_presence)."""
+
+    @abstractmethod
+    def take_presence(self, timeout: float) -> list[bytes]:
+        """The heartbeats received since the last call, waiting up to `timeout` for the first."""
+
+    @abstractmethod
+    def queue_depth(self, worker: str) -> int | None:
+        """Tasks waiting in the worker's queue; None when it does not exist or may not be read."""
+
     @abstractmethod
     def run_beside_io(self, work: Callable[[], T]) -> T:
         """Run long `work` (local training) while the connection stays serviced (heartbeats)."""

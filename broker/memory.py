@@ -46,6 +46,7 @@ class MemoryHub:
         self.changed = threading.Condition()
         self.queues: dict[str, _Queue] = {}
         self.dead_letters: deque[DeadLetter] = deque()
+        self.presence_watchers: list[deque[bytes]] = []  # one inbox per watching connection
 
     def declare(self, name: str, source: str) -> None:
         with self.changed:
@@ -96,6 +97,7 @@ class MemoryBroker(Broker):
         self._unacked: dict[int, tuple[str, _Message]] = {}
         self._tags = itertools.count(1)
         self._closed = False
+        self._presence: deque[bytes] | None = None  # heartbeats, once watch_presence is called
 
     def declare_worker(self, worker: str) -> None:
         self._hub.declare(self._topology.task_queue(worker), worker)
@@ -168,6 +170,33 @@ class MemoryBroker(Broker):
             self._hub.changed.wait_for(lambda: bool(self._hub.dead_letters), timeout)
             return self._hub.dead_letters.popleft() if self._hub.dead_letters else None
 
+    def publish_presence(self, body: bytes) -> None:
+        with self._hub.changed:
+            for inbox in self._hub.presence_watchers:
+                inbox.append(bytes(body))
+            self._hub.changed.notify_all()
+
+    def watch_presence(self) -> None:
+        with self._hub.changed:
+            if self._presence is None:
+                self._presence = deque()
+                self._hub.presence_watchers.append(self._presence)
+
+    def take_presence(self, timeout: float) -> list[bytes]:
+        inbox = self._presence
+        if inbox is None:
+            raise BrokerError("take_presence before watch_presence")
+        with self._hub.changed:
+            self._hub.changed.wait_for(lambda: bool(inbox), timeout)
+            taken = list(inbox)
+            inbox.clear()
+            return taken
+
+    def queue_depth(self, worker: str) -> int | None:
+        with self._hub.changed:
+            queue = self._hub.queues.get(self._topology.task_queue(worker))
+            return None if queue is None else len(queue.messages)
+
     def run_beside_io(self, work: Callable[[], T]) -> T:
         return work()  # no connection to keep alive
 
@@ -175,6 +204,8 @@ class MemoryBroker(Broker):
         if self._closed:
             return
         self._closed = True
+        with self._hub.changed:  # like an exclusive queue: a closed watcher's inbox goes away
+            self._hub.presence_watchers = [w for w in self._hub.presence_watchers if w is not self._presence]
         for name, message in self._unacked.values():
             self._hub.requeue(name, message)
         self._unacked.clear()

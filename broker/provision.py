@@ -94,7 +94,7 @@ def definitions(credentials: list[Credentials], workers: list[str], topology: To
                 vhost: str) -> dict[str, Any]:
     """RabbitMQ's definitions document (`rabbitmqctl import_definitions`, POST /api/definitions)."""
     exchanges = [(topology.task_exchange, "direct"), (topology.reply_exchange, "direct"),
-                 (topology.dead_letter_exchange, "fanout")]
+                 (topology.dead_letter_exchange, "fanout"), (topology.presence_exchange, "fanout")]
     queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, {})] + [
         (topology.task_queue(worker), topology.task_queue_arguments()) for worker in workers]
     bindings = [(topology.dead_letter_exchange, topology.dead_letter_queue, "")] + [
@@ -117,10 +117,15 @@ def permissions(credentials: Credentials, topology: Topology) -> dict[str, str]:
     """The configure/write/read regexes of one principal (see the module's table)."""
     p = re.escape(topology.prefix)
     if credentials.role == WORKER:
-        return {"configure": "^$", "write": rf"^{p}\.(replies|dlx)$",
+        return {"configure": "^$", "write": rf"^{p}\.(replies|dlx|presence)$",
                 "read": rf"^{p}\.tasks\.{re.escape(credentials.user)}$"}
-    return {"configure": rf"^{p}\.replies\..+$", "write": rf"^{p}\.(tasks|dlx)$|^{p}\.replies\..+$",
-            "read": rf"^{p}\.replies(\..+)?$"}
+    # `fedmq status` (run with the coordinator's file) watches presence through a server-named,
+    # exclusive queue (amq.gen-*): configure to declare it, write to bind it, read to consume it
+    # and to bind it to {p}.presence. Exclusive queues are invisible to other connections.
+    gen = r"^amq\.gen-.*$"
+    return {"configure": rf"^{p}\.replies\..+$|{gen}",
+            "write": rf"^{p}\.(tasks|dlx|presence)$|^{p}\.replies\..+$|{gen}",
+            "read": rf"^{p}\.(replies|presence)(\..+)?$|{gen}"}
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

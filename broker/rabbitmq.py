@@ -12,6 +12,7 @@ servicing the connection while the work runs on another.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +26,13 @@ from broker.base import Body, Broker, DeadLetter, Delivery, T
 from broker.rabbit_connection import Channel, Link
 from broker.rabbitmq_delivery import REASON, SOURCE, Piece, Raw, Tag, common_user, letter, raw, tag_of
 from broker.rabbitmq_params import connection_user
+from broker.rabbitmq_presence import PresenceChannel, queue_depth
 from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from broker.settings import BrokerSettings
 from protocol.errors import BrokerError, Unroutable
 from protocol.messages import check_name
 
+log = logging.getLogger("fedmq.broker")
 MAX_REASON = 4000  # characters of a dead letter's reason header
 MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving
 
@@ -51,6 +54,8 @@ class RabbitBroker(Broker):
         self._user = connection_user(settings.url)  # every publish carries it as user_id
         self._poll_s = 0.001
         self._closed = False
+        self._presence: PresenceChannel | None = None  # side channel, remade per connection
+        self._watching = False  # watch_presence was called: re-watch after a reconnect
         self._link = Link(settings, self._on_channel)
         self._link.connect()
 
@@ -148,6 +153,39 @@ class RabbitBroker(Broker):
                 return None
             if not pulled:
                 self._link.serve(min(remaining, self._poll_s))
+
+    # Presence (broker.rabbitmq_presence): side channels, so nothing here disturbs the tasks.
+    def publish_presence(self, body: bytes) -> None:
+        self._link.call(lambda channel: self._presence_on(channel).publish(body))
+
+    def watch_presence(self) -> None:
+        self._watching = True
+        self._link.call(lambda channel: self._presence_on(channel).watch())
+
+    def take_presence(self, timeout: float) -> list[bytes]:
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self._link.call(lambda channel: self._presence_on(channel).drain())
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            self._link.serve(min(remaining, MAX_POLL_S))
+
+    def queue_depth(self, worker: str) -> int | None:
+        queue = self._topology.task_queue(worker)
+        return self._link.call(lambda channel: queue_depth(channel.connection, queue))
+
+    def _presence_on(self, channel: Channel) -> PresenceChannel:
+        presence = self._presence
+        # Remade on a new connection, or when its channel died; not retried while the broker
+        # lacks the exchange (one warning per connection, not one per heartbeat).
+        if (presence is None or presence.connection is not channel.connection
+                or (presence.enabled and not presence.usable)):
+            presence = self._presence = PresenceChannel(channel.connection, self._topology, self._user)
+            if self._watching:
+                presence.watch()
+        return presence
 
     def run_beside_io(self, work: Callable[[], T]) -> T:
         self._check_open()
@@ -273,6 +311,7 @@ class RabbitBroker(Broker):
         from_dead_letters = dropped.origin == self._topology.dead_letter_queue
         if dropped.error is not None and not from_dead_letters:
             source = self._consumed.get(dropped.origin, "")
+            log.warning("dead-lettering a chunked message from %s: %s", dropped.origin, dropped.error)
             self._publish_dead_letter(b"", str(dropped.error), source)
         self._ack(Tag(generation, tuple(dropped.tags)))
 

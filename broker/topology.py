@@ -32,6 +32,11 @@ class Topology:
         return f"{self.prefix}.dlx"
 
     @property
+    def presence_exchange(self) -> str:
+        """Fanout of heartbeats (protocol.presence) that `fedmq status` listens to."""
+        return f"{self.prefix}.presence"
+
+    @property
     def dead_letter_queue(self) -> str:
         return f"{self.prefix}.dead-letters"
 

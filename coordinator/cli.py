@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--out", type=Path, help="the PNG to write (default: next to the metrics)")
     plot.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     plot.set_defaults(run=_plot)
+
+    status = commands.add_parser("status", help="workers online, their queues, and jobs' progress")
+    status.add_argument("--listen", type=float, default=6.0, help="seconds to listen for heartbeats "
+                        "(workers beat every 5 s; default 6)")
+    status.add_argument("--workers", default="", help="comma-separated workers to list even if silent")
+    _broker_options(status, default=LOCAL_RABBITMQ, log_level="warning")
+    status.set_defaults(run=_status)
     return parser
 
 
@@ -186,6 +193,18 @@ def _demo(args: argparse.Namespace) -> int:
     title = f"fedmq demo: {args.task}, {args.workers} workers, {broker_settings.url.split('@')[-1]}"
     with RoundReporter(settings.rounds, title) as report:
         run_demo(settings, broker_settings, report)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from broker.settings import open_broker
+    from coordinator.status import collect, render
+
+    expected = [name.strip() for name in args.workers.split(",") if name.strip()]
+    with open_broker(_broker_settings(args)) as broker:
+        render(collect(broker, args.listen, expected), Console())
     return 0
 
 

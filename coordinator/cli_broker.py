@@ -24,6 +24,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="amqps://: CA certificate (PEM) to verify the broker by")
     parser.add_argument("--tls-cert", type=Path, help="amqps://: client certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="amqps://: the client certificate's private key (PEM)")
+    parser.add_argument("--chunk-timeout", type=float, default=120.0, help="seconds after which a "
+                        "chunked message missing pieces is dead-lettered (default 120)")
 
 
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
@@ -33,6 +35,7 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
                                   default=args.default_broker)
     prefix = args.prefix or (credentials.prefix if credentials else DEFAULT_PREFIX)
     return BrokerSettings(url=url, topology=Topology(prefix), chunk_size=args.chunk_size,
+                          chunk_timeout_s=args.chunk_timeout,
                           tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 

@@ -20,6 +20,7 @@ from coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from coordinator.evaluation import Evaluator
 from coordinator.metrics import MetricsLog, RoundMetrics
 from coordinator.proxy import RemoteWorker
+from coordinator.presence import announce
 from coordinator.rounds import Collected, ReplyCollector
 from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
@@ -56,8 +57,11 @@ class TrainingJob:
         self.broker.declare_job(self.settings.job, names)
         self.broker.consume_replies(self.settings.job, names)
         self._wait_for_workers()
+        s = self.settings
+        announce(self.broker, s.job, s.task, first_round - 1, s.rounds, "running")
         for round_ in range(first_round, self.settings.rounds + 1):
             weights = self._round(round_, weights)
+            announce(self.broker, s.job, s.task, round_, s.rounds, "running" if round_ < s.rounds else "done")
         # Done: late replies now find no queue and are dropped by their workers. After a failure
         # the queues stay, so a --resume finds what arrived meanwhile.
         self.broker.delete_job(self.settings.job, names)

@@ -88,6 +88,10 @@ class ReplyCollector:
         except DecodeError as e:
             self._dead_letter(delivery, f"undecodable reply: {e}")
             return
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
+            log.exception("the decoder failed on a reply from %s", delivery.source)
+            self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
+            return
         if not isinstance(message, (Reply, ErrorReply)):
             self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
             return

@@ -31,6 +31,7 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_NDIM = 16
+MAX_ELEMENTS = 1 << 62  # torch's int64 element counts, with room for byte sizes
 MAX_STR_LEN = 1 << 20  # names, reasons, metric keys: never megabytes
 MAX_CONTAINER_LEN = 1 << 20  # state dicts with a million entries are not models
 PIECE_BYTES = 4 << 20  # tensors above this travel as several bins
@@ -102,6 +103,10 @@ def _checked_shape(shape: object) -> list[int]:
         raise DecodeError(f"tensor shape must be a list of at most {MAX_NDIM} sizes")
     if not all(type(size) is int and size >= 0 for size in shape):
         raise DecodeError("tensor sizes must be non-negative integers")
+    # torch counts elements in int64, even for an empty tensor: [0, 2**63] would raise TypeError
+    # and [0, 2**62, 2] RuntimeError, not DecodeError (found by tests/fuzz).
+    if math.prod(size for size in shape if size) >= MAX_ELEMENTS:
+        raise DecodeError(f"tensor shape {shape[:MAX_NDIM]} has too many elements")
     return shape
 
 

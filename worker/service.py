@@ -34,6 +34,7 @@ from protocol.messages import (
     encode_message,
 )
 from worker.dedup import AnsweredTasks
+from worker.presence import Heartbeat
 from worker.remote.handler import RemoteCommands
 from worker.settings import WorkerSettings
 from worker.task import Dataset, Task, as_pair, load_task
@@ -64,6 +65,9 @@ class WorkerService:
         # Remote commands (the pointer workflow) share the queue, the task and the shard.
         self.remote = RemoteCommands(broker, settings, self._task, self._shard, self._device)
         self._answered = AnsweredTasks()  # redelivered tasks already answered are acked, not rerun
+        spec = settings.shard
+        self._heartbeat = Heartbeat(broker, settings.worker_id, settings.task,
+                                    f"{spec.index}/{spec.count}")
 
     @property
     def worker_id(self) -> str:
@@ -78,6 +82,7 @@ class WorkerService:
         self._broker.declare_worker(self.worker_id)
         self._broker.consume_tasks(self.worker_id)
         while not stop.is_set():
+            self._heartbeat.tick()  # `fedmq status` sees the worker online, with what it answered
             delivery = self._broker.receive(timeout=self._settings.poll_s)
             if delivery is not None:
                 self.handle(delivery)
@@ -98,6 +103,7 @@ class WorkerService:
                      message.round, kind, message.task_id)
             self._broker.ack(delivery)
             return
+        self._heartbeat.training()
         try:
             reply, seconds = self._run(message)
             body = encode_message(reply)
@@ -119,6 +125,7 @@ class WorkerService:
                         message.job, message.round, kind)
         self._answered.add(key)
         self._broker.ack(delivery)  # only now: the reply is confirmed (or has nowhere to go)
+        self._heartbeat.answered(message.job, message.round)
         log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
                  self._num_examples, seconds)
 
@@ -130,6 +137,10 @@ class WorkerService:
             message = decode_message(data)
         except DecodeError as e:
             self._reject(delivery, _clip(f"undecodable task: {e}"))
+            return None
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not end the worker on hostile bytes
+            log.exception("the decoder failed on a task")
+            self._reject(delivery, _clip(f"undecodable task ({type(e).__name__}): {e}"))
             return None
         if isinstance(message, (TrainTask, EvaluateTask, CommandBatch)):
             return message

@@ -21,7 +21,7 @@ from broker.settings import BrokerSettings
 from coordinator.checkpoint import load_checkpoint
 from protocol.messages import TrainTask, decode_message
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
-from tests.coordinator.sleepy_task import SLEEP_ENV, STARTED
+from tests.coordinator.sleepy_task import PAUSE_ENV, SLEEP_ENV, STARTED
 
 if TYPE_CHECKING:
     from tests.conftest import BrokerAdmin
@@ -112,10 +112,12 @@ def test_a_stragglers_late_replies_are_dropped_and_counted_never_aggregated(
 
 
 @pytest.fixture
-def two_sleepy_workers(start_workers: StartWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
-    _sleepy(monkeypatch, 0.3)  # rounds long enough for a fault to land mid-run
+def pause(start_workers: StartWorkers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Starts w0 and w1, which hold their training while the returned file exists."""
+    monkeypatch.setenv(PAUSE_ENV, str(tmp_path / "pause"))
     start_workers(TASK, ["w0", "w1"])
-    monkeypatch.delenv(SLEEP_ENV)
+    monkeypatch.delenv(PAUSE_ENV)
+    return tmp_path / "pause"
 
 
 def _restart_broker(admin: BrokerAdmin, prefix: str) -> None:
@@ -132,17 +134,19 @@ def _cut_connections(admin: BrokerAdmin, prefix: str) -> None:
 @pytest.mark.parametrize("fault", [_restart_broker, _cut_connections], ids=["broker-restart", "connections-cut"])
 def test_a_run_survives_the_fault_and_ends_where_an_uninterrupted_one_does(
         fault: Callable[[BrokerAdmin, str], None], rabbit_settings: BrokerSettings,
-        rabbitmq_admin: BrokerAdmin, two_sleepy_workers: None, tmp_path: Path) -> None:
+        rabbitmq_admin: BrokerAdmin, pause: Path, tmp_path: Path) -> None:
     # Given an uninterrupted run of eight rounds
     common = ["--workers", "w0,w1", "--rounds", "8", "--seed", "3"]
     straight_log, faulty_log, metrics = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "b.jsonl"
     _finished(_run_train(rabbit_settings, straight_log, *common, "--job", "straight",
                          "--checkpoint-dir", str(tmp_path / "a")), straight_log)
-    # When the same run meets the fault after its second round
+    # When the same run meets the fault after its second round, its workers held mid-training
     faulty = _run_train(rabbit_settings, faulty_log, *common, "--job", "faulty", "--checkpoint-dir",
                         str(tmp_path / "b"), "--metrics-out", str(metrics))
     _wait_until(lambda: len(_lines(metrics)) >= 2, "round 2 to end")
+    pause.touch()
     fault(rabbitmq_admin, rabbit_settings.topology.prefix)
+    pause.unlink()
     # Then it completes, having reconnected, with every round's replies counted once
     _finished(faulty, faulty_log)
     assert "reconnected to RabbitMQ" in faulty_log.read_text()

@@ -63,7 +63,7 @@ def test_definitions_hold_salted_hashes_of_the_passwords_never_the_passwords() -
 def test_definitions_declare_the_topology_every_worker_needs() -> None:
     definitions = provision(["alice", "bob"], "coord", "fedmq", "fl").definitions
     assert {e["name"]: e["type"] for e in definitions["exchanges"]} == {
-        "fl.tasks": "direct", "fl.replies": "direct", "fl.dlx": "fanout"}
+        "fl.tasks": "direct", "fl.replies": "direct", "fl.dlx": "fanout", "fl.presence": "fanout"}
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
     assert queues == {"fl.dead-letters": {}, "fl.tasks.alice": {"x-dead-letter-exchange": "fl.dlx"},
                       "fl.tasks.bob": {"x-dead-letter-exchange": "fl.dlx"}}

@@ -1,0 +1,52 @@
+"""A worker's heartbeat for `fedmq status`: who it is, what it serves, what it last answered.
+
+Beats go out at most every `interval_s` from the serve loop, and at once when the state
+changes (training starts, a task is answered), so a long training shows as "training" rather
+than as silence. A failed beat is logged and dropped: presence must never stop a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from broker.base import Broker
+from protocol.errors import BrokerError
+from protocol.presence import Presence, encode_presence
+
+log = logging.getLogger("fedmq.worker")
+INTERVAL_S = 5.0
+
+
+class Heartbeat:
+    def __init__(self, broker: Broker, name: str, task: str, shard: str,
+                 interval_s: float = INTERVAL_S) -> None:
+        self._broker = broker
+        self._base = Presence(role="worker", name=name, state="idle", at=0.0, task=task, shard=shard)
+        self._interval_s = interval_s
+        self._state = "idle"
+        self._job, self._round = "", 0
+        self._next = 0.0  # time.monotonic() of the next periodic beat
+
+    def tick(self) -> None:
+        """Beat if the interval has passed (called on every turn of the serve loop)."""
+        if time.monotonic() >= self._next:
+            self._beat()
+
+    def training(self) -> None:
+        self._state = "training"
+        self._beat()
+
+    def answered(self, job: str, round_: int) -> None:
+        self._state, self._job, self._round = "idle", job, round_
+        self._beat()
+
+    def _beat(self) -> None:
+        self._next = time.monotonic() + self._interval_s
+        presence = replace(self._base, state=self._state, at=time.time(), job=self._job,
+                           round=self._round)
+        try:
+            self._broker.publish_presence(encode_presence(presence))
+        except BrokerError as e:  # the serve loop meets a real outage on its own next call
+            log.debug("presence beat not sent: %s", e)

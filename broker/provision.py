@@ -72,7 +72,7 @@ class Provisioned:
 
 
 def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
-              endpoint: str = "amqp://127.0.0.1:5672") -> Provisioned:
+              endpoint: str = "amqp://127.0.0.1:5672", queue_type: str = "classic") -> Provisioned:
     """Definitions and fresh credentials for `workers` and `coordinator` on `vhost`."""
     names = [check_name("worker", name) for name in workers]
     check_name("coordinator", coordinator)
@@ -80,7 +80,7 @@ def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
         raise ValueError("worker and coordinator names must be distinct")
     if not vhost:
         raise ValueError("--vhost must not be empty")
-    topology = Topology(prefix)
+    topology = Topology(prefix, queue_type)
     roles = [(name, WORKER) for name in names] + [(coordinator, COORDINATOR)]
     credentials = []
     for name, role in roles:
@@ -95,7 +95,7 @@ def definitions(credentials: list[Credentials], workers: list[str], topology: To
     """RabbitMQ's definitions document (`rabbitmqctl import_definitions`, POST /api/definitions)."""
     exchanges = [(topology.task_exchange, "direct"), (topology.reply_exchange, "direct"),
                  (topology.dead_letter_exchange, "fanout"), (topology.presence_exchange, "fanout")]
-    queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, {})] + [
+    queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, topology.queue_arguments())] + [
         (topology.task_queue(worker), topology.task_queue_arguments()) for worker in workers]
     bindings = [(topology.dead_letter_exchange, topology.dead_letter_queue, "")] + [
         (topology.task_exchange, topology.task_queue(worker), worker) for worker in workers]

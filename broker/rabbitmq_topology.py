@@ -30,6 +30,7 @@ def reply_queue_arguments(settings: BrokerSettings) -> dict[str, object]:
         "x-dead-letter-exchange": settings.topology.dead_letter_exchange,
         "x-max-length": settings.reply_queue_max_length,
         "x-max-length-bytes": settings.reply_queue_max_bytes,
+        **settings.topology.queue_arguments(),
     }
 
 
@@ -40,7 +41,7 @@ def declare_exchanges(channel: Channel, topology: Topology) -> None:
         side.exchange_declare(topology.task_exchange, "direct", durable=True)
         side.exchange_declare(topology.reply_exchange, "direct", durable=True)
         side.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
-        side.queue_declare(topology.dead_letter_queue, durable=True)
+        side.queue_declare(topology.dead_letter_queue, durable=True, arguments=topology.queue_arguments())
         side.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
 
     def check(side: Channel) -> None:

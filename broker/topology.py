@@ -15,9 +15,24 @@ from dataclasses import dataclass
 from protocol.messages import check_name
 
 
+QUEUE_TYPES = ("classic", "quorum")
+
+
 @dataclass(frozen=True)
 class Topology:
     prefix: str = "fedmq"
+    # "quorum": every queue replicated across a RabbitMQ cluster (Raft). Fixed when a queue is
+    # declared, so it is a setting of the topology, not a broker policy.
+    queue_type: str = "classic"
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(f"queue type must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+
+    def queue_arguments(self) -> dict[str, object]:
+        """Arguments every durable fedmq queue carries: its type, when not the default classic
+        (left out then, so queues declared before this setting existed still match)."""
+        return {"x-queue-type": self.queue_type} if self.queue_type != "classic" else {}
 
     @property
     def task_exchange(self) -> str:
@@ -51,4 +66,4 @@ class Topology:
 
     def task_queue_arguments(self) -> dict[str, object]:
         """A task queue's arguments, the same wherever it is declared (clients, provisioning)."""
-        return {"x-dead-letter-exchange": self.dead_letter_exchange}
+        return {"x-dead-letter-exchange": self.dead_letter_exchange, **self.queue_arguments()}

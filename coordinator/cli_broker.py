@@ -13,7 +13,7 @@ from pathlib import Path
 
 from broker.provision import COORDINATOR, WORKER, Credentials, load_credentials, provision, write
 from broker.settings import BrokerSettings
-from broker.topology import Topology
+from broker.topology import QUEUE_TYPES, Topology
 
 DEFAULT_PREFIX = "fedmq"
 
@@ -24,6 +24,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="amqps://: CA certificate (PEM) to verify the broker by")
     parser.add_argument("--tls-cert", type=Path, help="amqps://: client certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="amqps://: the client certificate's private key (PEM)")
+    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic", help="classic, or quorum "
+                        "for a RabbitMQ cluster; must match how the queues were first declared")
     parser.add_argument("--chunk-timeout", type=float, default=120.0, help="seconds after which a "
                         "chunked message missing pieces is dead-lettered (default 120)")
 
@@ -34,7 +36,7 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
     url = BrokerSettings.url_from(args.broker or (credentials.url if credentials else None),
                                   default=args.default_broker)
     prefix = args.prefix or (credentials.prefix if credentials else DEFAULT_PREFIX)
-    return BrokerSettings(url=url, topology=Topology(prefix), chunk_size=args.chunk_size,
+    return BrokerSettings(url=url, topology=Topology(prefix, args.queue_type), chunk_size=args.chunk_size,
                           chunk_timeout_s=args.chunk_timeout,
                           tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
@@ -70,6 +72,8 @@ def add_broker_command(commands: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--coordinator", default="coordinator", help="the coordinator's username")
     p.add_argument("--vhost", default="fedmq", help="virtual host (default fedmq)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="prefix of exchange and queue names")
+    p.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic",
+                   help="classic, or quorum for a RabbitMQ cluster")
     p.add_argument("--endpoint", default="amqp://127.0.0.1:5672",
                    help="where principals connect, written into their files (amqps://host:5671 for TLS)")
     p.add_argument("--out", type=Path, required=True, help="directory for definitions.json and NAME.json files")
@@ -82,7 +86,7 @@ def _provision(args: argparse.Namespace) -> int:
     workers = [name.strip() for name in args.workers.split(",") if name.strip()]
     if not workers:
         raise ValueError("name at least one worker (--workers alice,bob)")
-    provisioned = provision(workers, args.coordinator, args.vhost, args.prefix, args.endpoint)
+    provisioned = provision(workers, args.coordinator, args.vhost, args.prefix, args.endpoint, args.queue_type)
     for path in write(args.out, provisioned):
         print(f"wrote {path}")
     if args.apply:

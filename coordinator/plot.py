@@ -47,6 +47,6 @@ def _draw_job(rows: list[dict[str, object]], job: str, loss_axis: object, accura
                                     ("eval_accuracy", accuracy_axis, "--", "tab:green")):
         points = [(row["round"], row[key]) for row in rows if row.get(key) is not None]
         if points:
-            rounds, values = zip(*points)
+            rounds, values = zip(*points, strict=True)
             axis.plot(rounds, values, style, color=color, marker=".",  # type: ignore[attr-defined]
                       label=f"{label}{key.replace('_', ' ')}")

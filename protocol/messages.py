@@ -7,7 +7,7 @@ of a worker's weights over its round, which later stages clip, mask or compress.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -73,7 +73,7 @@ class ErrorReply:
     status: str = "error"
 
 
-Task = Union[TrainTask, EvaluateTask]
+Task = TrainTask | EvaluateTask
 # Remote commands (protocol.commands) share the envelope: the same version, the same decoder.
 Message = TrainTask | EvaluateTask | Reply | ErrorReply | CommandBatch | CommandResult
 

@@ -142,3 +142,18 @@ def _wait_for(broker: RabbitBroker, worker: str) -> None:
     while not broker.has_worker(worker):
         assert time.monotonic() < deadline, f"worker {worker} never declared its queue"
         time.sleep(0.1)
+
+
+def test_status_shows_running_workers_and_a_finished_round(
+        rabbit_settings: BrokerSettings, start_workers: StartWorkers) -> None:
+    # Given two worker processes that have answered a one-round job
+    start_workers("digits", ["w0", "w1"])
+    assert _train(rabbit_settings, "--task", "digits", "--workers", "w0,w1", "--rounds", "1",
+                  "--job", "seen").returncode == 0
+    # When `fedmq status` listens long enough to hear a heartbeat (workers beat every 5 s)
+    done = subprocess.run(fedmq("status", *broker_args(rabbit_settings), "--listen", "7", "--workers", "w0,w1"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    # Then both workers show as online, with the job and round they last answered
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if " w0 " in line or " w1 " in line]
+    assert len(rows) == 2 and all("yes" in row and "seen" in row for row in rows), done.stdout

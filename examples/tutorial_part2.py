@@ -69,13 +69,17 @@ def centralized(initial: dict[str, torch.Tensor], iterations: int, log: Log) -> 
     return losses
 
 
+def send_halves(workers: Sequence[RemoteWorkerHandle]) -> list[tuple[RemoteTensor, RemoteTensor]]:
+    """Send each worker its part of the data; we keep only pointers."""
+    data, target = toy_data()
+    halves = zip(data.tensor_split(len(workers)), target.tensor_split(len(workers)), strict=True)
+    return [(worker.send(x), worker.send(y)) for worker, (x, y) in zip(workers, halves, strict=True)]
+
+
 def federated(workers: Sequence[RemoteWorkerHandle], initial: dict[str, torch.Tensor], iterations: int,
               log: Log) -> list[float]:
     """Part 2: send half the data to each worker; the model visits them in turn."""
-    data, target = toy_data()
-    halves = zip(data.tensor_split(len(workers)), target.tensor_split(len(workers)), strict=True)
-    # Send some training data to each worker: we keep only pointers.
-    datasets = [(worker.send(x), worker.send(y)) for worker, (x, y) in zip(workers, halves, strict=True)]
+    datasets = send_halves(workers)
     model = fresh_model(initial)
     losses = []
     for _ in range(iterations):
@@ -105,9 +109,7 @@ def federated_here(parts: int, initial: dict[str, torch.Tensor], iterations: int
 def averaged(workers: Sequence[RemoteWorkerHandle], initial: dict[str, torch.Tensor], rounds: int,
              log: Log) -> list[float]:
     """Part 3: every worker trains from the same start at once; the models are averaged."""
-    data, target = toy_data()
-    halves = zip(data.tensor_split(len(workers)), target.tensor_split(len(workers)), strict=True)
-    datasets = [(worker.send(x), worker.send(y)) for worker, (x, y) in zip(workers, halves, strict=True)]
+    datasets = send_halves(workers)
     model = fresh_model(initial)
     losses = []
     for _ in range(rounds):

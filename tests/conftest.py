@@ -157,7 +157,7 @@ def rabbitmq_url(request: pytest.FixtureRequest) -> Iterator[str]:
         url = os.environ[ENV_URL]
         yield from _use(request, url, f"{ENV_URL}={redact(url)}", _admin_for(url))
         return
-    if _docker_answers():
+    if docker_answers():
         container, problem = _start_container()
         if container is not None:
             url = _container_url(container)
@@ -227,7 +227,7 @@ def _delete_topology(url: str, topology: Topology, admin: BrokerAdmin) -> None:
 
 
 @functools.cache
-def _docker_answers() -> bool:
+def docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]
 
@@ -249,7 +249,7 @@ def _plan() -> str:
     """Which broker the session would use, without starting anything."""
     if os.environ.get(ENV_URL):
         return f"{ENV_URL}={redact(os.environ[ENV_URL])}"
-    if _docker_answers():
+    if docker_answers():
         return f"testcontainers {IMAGE} (started on first use)"
     if _answers("127.0.0.1", 5672):
         return f"local broker at {redact(LOCAL_URL)}"

@@ -23,6 +23,7 @@ import pika.exceptions as px
 
 from broker.rabbitmq_params import tls_context
 from broker.settings import BrokerSettings
+from tests.conftest import docker_answers
 from tests.security.certs import Pki, make_pki
 
 TLS_PORT = 5671
@@ -45,7 +46,7 @@ def tls_config(certs: str, port: int) -> str:
 @contextlib.contextmanager
 def tls_broker(directory: Path) -> Iterator[tuple[str, Pki]]:
     """(amqps URL with guest's login, the PKI) of a TLS-only broker, stopped on exit."""
-    if _docker_answers():
+    if docker_answers():
         pki = make_pki(directory / "certs", [HOST, "127.0.0.1"])
         with _container(directory, pki) as url:
             yield url, pki
@@ -120,15 +121,6 @@ def _wait_ready(url: str, pki: Pki, logs: object) -> None:
                                    f"{logs() if callable(logs) else ''}") from e
             time.sleep(0.5)
 
-
-def _docker_answers() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=3).ping()
-        return True
-    except Exception:  # noqa: BLE001 - no client, no socket, no daemon: all mean "no Docker"
-        return False
 
 
 def _free_port() -> int:

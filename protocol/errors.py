@@ -25,6 +25,11 @@ class Unroutable(BrokerError):
     """A mandatory publish found no queue (for example, a worker that never started)."""
 
 
+class PublishRejected(BrokerError):
+    """The broker refused one publish (a nack, a full queue, a 403 on an exchange); the
+    connection still works. That message's failure: log it, settle the delivery, keep serving."""
+
+
 class ChunkError(BrokerError):
     """A chunked payload could not be reassembled: corrupt, missing or expired chunks."""
 

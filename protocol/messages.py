@@ -22,12 +22,21 @@ PROTOCOL_VERSION = 1
 Weights = dict[str, torch.Tensor]
 
 
+Option = float | int | str | bool
+MAX_OPTIONS = 64  # entries of TrainConfig.options: a strategy's few settings, never data
+MAX_OPTION_TEXT = 256  # characters of an option's name or text value
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """How a worker trains for one round. `options` carries a strategy's per-worker settings
+    (FedProx's `proximal_mu`, ...) to the task's `train` and the default trainer."""
+
     lr: float = 0.05
     epochs: int = 1
     batch_size: int = 32
     seed: int = 0
+    options: dict[str, Option] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
@@ -88,7 +97,8 @@ def encode_message(message: Message) -> memoryview:
         config = message.config
         body = {"kind": "train", "weights": tensors_to_wire(message.weights),
                 "config": {"lr": float(config.lr), "epochs": config.epochs,
-                           "batch_size": config.batch_size, "seed": config.seed}}
+                           "batch_size": config.batch_size, "seed": config.seed,
+                           "options": dict(config.options)}}
     elif isinstance(message, EvaluateTask):
         body = {"kind": "evaluate", "weights": tensors_to_wire(message.weights)}
     elif isinstance(message, Reply):
@@ -126,10 +136,23 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
 def _config(obj: dict[str, Any]) -> TrainConfig:
     fields = _Fields(obj)
     config = TrainConfig(lr=fields.number("lr"), epochs=fields.count("epochs"),
-                         batch_size=fields.count("batch_size"), seed=fields.count("seed"))
+                         batch_size=fields.count("batch_size"), seed=fields.count("seed"),
+                         options=_options(obj.get("options", {})))
     if config.epochs < 1 or config.batch_size < 1:
         raise DecodeError("epochs and batch_size must be at least 1")
     return config
+
+
+def _options(raw: object) -> dict[str, Option]:
+    """A TrainConfig's options: a small map of short names to scalars; DecodeError otherwise."""
+    if not isinstance(raw, dict) or len(raw) > MAX_OPTIONS:
+        raise DecodeError(f"field 'options' must map at most {MAX_OPTIONS} names to scalars")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_OPTION_TEXT:
+            raise DecodeError("an option's name must be text of 1 to 256 characters")
+        if not isinstance(value, (bool, int, float, str)) or (isinstance(value, str) and len(value) > MAX_OPTION_TEXT):
+            raise DecodeError(f"option {key!r} must be a number, a boolean or short text")
+    return dict(raw)
 
 
 class _Fields:

@@ -16,7 +16,8 @@ Optional:
         A test split kept by the coordinator. Without it the workers evaluate on their shards.
     train(model, dataset, config: TrainConfig) -> dict[str, float]
         Local training, in place on `model` (fedmq sends back the change of its state dict).
-        `config.lr`, `.epochs`, `.batch_size`, `.seed`. Returns metrics, e.g. "train_loss".
+        `config.lr`, `.epochs`, `.batch_size`, `.seed`, and `.options` (a strategy's settings,
+        e.g. FedProx's "proximal_mu"). Returns metrics, e.g. "train_loss".
     evaluate(model, dataset) -> dict[str, float]
         "eval_loss" and, where meaningful, "eval_accuracy".
     loss(prediction, target) -> Tensor
@@ -24,8 +25,9 @@ Optional:
     DEFAULT_LR: float
         The learning rate when none is given (else TrainConfig's default).
 
-Without `train` (or `evaluate`), fedmq's defaults in `worker.training` run, and the dataset must
-be a pair `(inputs, targets)` of tensors with the same first dimension (the number of examples).
+Without `train` (or `evaluate`), fedmq's defaults in `worker.training` run; the dataset is then a
+pair `(inputs, targets)` of tensors with one first dimension, a map-style torch Dataset of
+`(input, target)` items, or a DataLoader (see `worker.data`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from torch import nn
 
 from protocol.errors import TaskError
 from protocol.messages import TrainConfig
-from worker import training
+from worker import data, training
+from worker.data import as_pair as as_pair  # re-exported: it lived here first
 
 BUILTIN = {"toy": "worker.tasks.toy", "digits": "worker.tasks.digits"}
 PARTITIONS = ("iid", "label")
@@ -133,48 +136,35 @@ class Task:
         custom = getattr(self.module, "train", None)
         if custom is not None:
             return _metrics(self.name, "train", custom(model, dataset, config))
-        inputs, targets = self._pair(dataset, "train")
-        return training.train(model, inputs, targets, config, self.loss)
+        return training.train(model, self._readable(dataset, "train"), config, self.loss)
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
         custom = getattr(self.module, "evaluate", None)
         if custom is not None:
             return _metrics(self.name, "evaluate", custom(model, dataset))
-        inputs, targets = self._pair(dataset, "evaluate")
-        return training.evaluate(model, inputs, targets, self.loss)
+        return training.evaluate(model, self._readable(dataset, "evaluate"), self.loss)
 
     def num_examples(self, dataset: Dataset) -> int:
-        """How many examples `dataset` holds: the inputs' length for a pair, else len(dataset)."""
-        pair = as_pair(dataset)
-        if pair is not None:
-            return int(pair[0].shape[0])
-        try:
-            return len(dataset)  # type: ignore[arg-type]
-        except TypeError as e:
-            raise TaskError(f"task {self.name!r}: a dataset of type {type(dataset).__name__} has no len(); "
-                            f"return a pair (inputs, targets) or a sized dataset from load_shard") from e
+        """How many examples `dataset` holds: a pair's first dimension, else its len()."""
+        count = data.size(dataset)
+        if count is None:
+            try:
+                count = len(dataset)  # type: ignore[arg-type]
+            except TypeError as e:
+                raise TaskError(f"task {self.name!r}: a dataset of type {type(dataset).__name__} has no len(); "
+                                f"return a pair (inputs, targets), a sized Dataset or a DataLoader over one "
+                                f"from load_shard") from e
+        return count
 
-    def _pair(self, dataset: Dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-        pair = as_pair(dataset)
-        if pair is None:
-            raise TaskError(f"task {self.name!r} defines no {what}(), so its dataset must be a pair "
-                            f"(inputs, targets) of tensors with the same first dimension; got {_describe(dataset)}")
-        return pair
+    def _readable(self, dataset: Dataset, what: str) -> Dataset:
+        if not data.is_supported(dataset):
+            raise TaskError(f"task {self.name!r} defines no {what}(), so its dataset must be a pair (inputs, "
+                            f"targets) of tensors with the same first dimension, a torch Dataset of (input, "
+                            f"target) items or a DataLoader; got {_describe(dataset)}")
+        return dataset
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, module={self.module.__name__!r})"
-
-
-def as_pair(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`dataset` as (inputs, targets) when it is two tensors with one first dimension, else None."""
-    if not isinstance(dataset, (tuple, list)) or len(dataset) != 2:
-        return None
-    inputs, targets = dataset
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        return None
-    if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] != targets.shape[0]:
-        return None
-    return inputs, targets
 
 
 def load_task(name: str) -> Task:

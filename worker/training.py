@@ -1,8 +1,9 @@
 """fedmq's default local training and evaluation, for tasks that bring no `train` / `evaluate`.
 
-Plain minibatch SGD over a pair of tensors, indexed by hand: a DataLoader's per-batch overhead
-(collation, iterator objects) costs more than one step of a small MLP. Deterministic: the same
-seed and the same starting weights give the same trained weights (on the same device and build).
+Plain minibatch SGD over any dataset `worker.data` reads (a pair of tensors, a torch Dataset,
+a DataLoader). Deterministic: the same seed and the same starting weights give the same trained
+weights (on the same device and build). The round's `config.options` may ask for a FedProx
+proximal term (`proximal_mu`, Li et al. 2020), which keeps local weights near the global ones.
 """
 
 from __future__ import annotations
@@ -14,71 +15,88 @@ import torch.nn.functional as F
 from torch import nn
 
 from protocol.messages import TrainConfig
+from worker import data
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-EVAL_BATCH = 1024  # rows per forward pass in evaluation: bounds activation memory, not a tuning knob
+PROXIMAL_MU = "proximal_mu"  # the TrainConfig option FedProx sends
 
 
-def train(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+def train(model: nn.Module, dataset: object, config: TrainConfig,
           loss_fn: LossFn = F.cross_entropy) -> dict[str, float]:
-    """Train `model` in place; {"train_loss": mean over the last epoch's batches, weighted by size}.
+    """Train `model` in place; {"train_loss": mean over the last epoch's examples}.
 
-    inputs: (N, ...), targets: (N, ...) on any device; batches move to the model's device.
+    Batches move to the model's device. With option `proximal_mu` = mu > 0 the loss minimised is
+    loss + mu/2 * ||w - w_start||^2 (FedProx); the reported train_loss is the task's loss alone.
     """
-    n = inputs.shape[0]
-    if n == 0:
-        raise ValueError("cannot train on an empty dataset")
     device = _device_of(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     shuffle = torch.Generator().manual_seed(config.seed)  # CPU generator: same order on any device
+    proximal = _proximal(model, float(config.options.get(PROXIMAL_MU, 0.0)))
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
     for _ in range(config.epochs):
         total.zero_()  # only the last epoch's loss is reported: the model after training
-        order = torch.randperm(n, generator=shuffle)  # (N,)
-        for start in range(0, n, config.batch_size):
-            batch = order[start:start + config.batch_size]  # (B,)
-            x = inputs[batch].to(device)  # (B, ...)
-            y = targets[batch].to(device)  # (B, ...)
+        seen = 0
+        for inputs, targets in data.train_batches(dataset, config.batch_size, shuffle):
+            x, y = inputs.to(device), targets.to(device)  # (B, ...), (B, ...)
             loss = loss_fn(model(x), y)  # ()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
+            (loss + proximal() if proximal else loss).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             # Accumulated on the device: one .item() at the end instead of a sync per batch.
-            total += loss.detach().to(torch.float64) * len(batch)
-    return {"train_loss": total.item() / n}
+            total += loss.detach().to(torch.float64) * x.shape[0]
+            seen += x.shape[0]
+    if seen == 0:
+        raise ValueError("cannot train on an empty dataset")
+    return {"train_loss": total.item() / seen}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             loss_fn: LossFn = F.cross_entropy) -> dict[str, float]:
-    """{"eval_loss": mean over batches weighted by size} plus "eval_accuracy" for class indices.
+def evaluate(model: nn.Module, dataset: object, loss_fn: LossFn = F.cross_entropy) -> dict[str, float]:
+    """{"eval_loss": mean over examples} plus "eval_accuracy" for class indices.
 
-    Accuracy is reported when targets are 1-D integer class indices (N,) and predictions are
-    scores (N, C): the prediction is the argmax.
+    Accuracy is reported when targets are 1-D integer class indices (B,) and predictions are
+    scores (B, C): the prediction is the argmax.
     """
-    n = inputs.shape[0]
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
     device = _device_of(model)
-    classes = targets.ndim == 1 and not targets.dtype.is_floating_point and not targets.dtype.is_complex \
-        and targets.dtype != torch.bool
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, n, EVAL_BATCH):
-        x = inputs[start:start + EVAL_BATCH].to(device)  # (B, ...)
-        y = targets[start:start + EVAL_BATCH].to(device)  # (B, ...)
+    classes, seen = True, 0
+    for inputs, targets in data.eval_batches(dataset):
+        x, y = inputs.to(device), targets.to(device)  # (B, ...), (B, ...)
         prediction = model(x)  # (B, C) for classifiers
         total += loss_fn(prediction, y).to(torch.float64) * x.shape[0]
-        if classes and prediction.ndim == 2:
+        classes = classes and _class_indices(y) and prediction.ndim == 2
+        if classes:
             correct += (prediction.argmax(dim=1) == y).sum()  # ()
-        else:
-            classes = False
-    metrics = {"eval_loss": total.item() / n}
+        seen += x.shape[0]
+    if seen == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    metrics = {"eval_loss": total.item() / seen}
     if classes:
-        metrics["eval_accuracy"] = correct.item() / n
+        metrics["eval_accuracy"] = correct.item() / seen
     return metrics
+
+
+def _proximal(model: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:
+    """mu/2 * ||w - w_start||^2 over the trainable parameters, or None when mu is 0."""
+    if mu < 0:
+        raise ValueError(f"{PROXIMAL_MU} must not be negative, got {mu}")
+    if mu == 0:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+
+    def term() -> torch.Tensor:
+        return (mu / 2) * sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))  # type: ignore[return-value]
+    return term
+
+
+def _class_indices(targets: torch.Tensor) -> bool:
+    dtype = targets.dtype
+    return targets.ndim == 1 and not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
 
 def _device_of(model: nn.Module) -> torch.device:

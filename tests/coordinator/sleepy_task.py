@@ -27,5 +27,4 @@ def train(model: nn.Module, dataset: tuple, config: TrainConfig) -> dict[str, fl
     pause = os.environ.get(PAUSE_ENV)
     while pause and os.path.exists(pause):
         time.sleep(0.05)
-    inputs, targets = dataset
-    return training.train(model, inputs, targets, config, nn.functional.cross_entropy)
+    return training.train(model, dataset, config, nn.functional.cross_entropy)

@@ -23,10 +23,10 @@ def _digits_shard() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 def test_default_train_reduces_digits_loss() -> None:
     # Given a fresh digits MLP and a third of the training data
     model, x, y = _digits_shard()
-    before = training.evaluate(model, x, y)["eval_loss"]
+    before = training.evaluate(model, (x, y))["eval_loss"]
     # When it trains for ten epochs
-    metrics = training.train(model, x, y, TrainConfig(lr=0.1, epochs=10, batch_size=32, seed=1))
-    after = training.evaluate(model, x, y)
+    metrics = training.train(model, (x, y), TrainConfig(lr=0.1, epochs=10, batch_size=32, seed=1))
+    after = training.evaluate(model, (x, y))
     # Then the loss on that data falls well below where it started, and accuracy is reported
     assert after["eval_loss"] < 0.5 * before
     assert metrics["train_loss"] < before
@@ -38,9 +38,9 @@ def test_same_seed_and_weights_give_the_same_result() -> None:
     model, x, y = _digits_shard()
     twin, other = copy.deepcopy(model), copy.deepcopy(model)
     # When both train with seed 7, and a third with seed 8
-    first = training.train(model, x, y, TrainConfig(lr=0.1, batch_size=16, seed=7))
-    second = training.train(twin, x, y, TrainConfig(lr=0.1, batch_size=16, seed=7))
-    training.train(other, x, y, TrainConfig(lr=0.1, batch_size=16, seed=8))
+    first = training.train(model, (x, y), TrainConfig(lr=0.1, batch_size=16, seed=7))
+    second = training.train(twin, (x, y), TrainConfig(lr=0.1, batch_size=16, seed=7))
+    training.train(other, (x, y), TrainConfig(lr=0.1, batch_size=16, seed=8))
     # Then the seed-7 runs end with identical weights and loss; the seed-8 run differs
     assert first == second
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values()))
@@ -52,7 +52,7 @@ def test_train_loss_is_the_batch_size_weighted_mean() -> None:
     model, x, y = _digits_shard()
     expected = F.cross_entropy(model(x), y).item()
     # When it trains (without moving)
-    metrics = training.train(model, x, y, TrainConfig(lr=0.0, batch_size=50))
+    metrics = training.train(model, (x, y), TrainConfig(lr=0.0, batch_size=50))
     # Then the reported loss is the mean over all rows, as if in one batch
     assert metrics["train_loss"] == pytest.approx(expected, rel=1e-5)
 
@@ -65,7 +65,7 @@ def test_toy_loss_is_the_summed_squared_error() -> None:
             p.zero_()
     x, y = toy.load_shard(ShardSpec(1, 2))
     # When it trains one batch of both rows without moving
-    metrics = training.train(model, x, y, TrainConfig(lr=0.0, batch_size=2), toy.loss)
+    metrics = training.train(model, (x, y), TrainConfig(lr=0.0, batch_size=2), toy.loss)
     # Then the loss is (0-1)^2 + (0-1)^2 = 2, summed, not the mean 1
     assert metrics["train_loss"] == pytest.approx(2.0)
 
@@ -75,10 +75,10 @@ def test_toy_training_with_the_tutorial_lr_fits_the_data() -> None:
     torch.manual_seed(0)
     model = toy.build_model()
     x, y = toy.load_shard(ShardSpec(0, 1))
-    start = training.evaluate(model, x, y, toy.loss)["eval_loss"]
+    start = training.evaluate(model, (x, y), toy.loss)["eval_loss"]
     # When it trains for twenty epochs at lr 0.1
-    training.train(model, x, y, TrainConfig(lr=toy.DEFAULT_LR, epochs=20, batch_size=4), toy.loss)
-    end = training.evaluate(model, x, y, toy.loss)
+    training.train(model, (x, y), TrainConfig(lr=toy.DEFAULT_LR, epochs=20, batch_size=4), toy.loss)
+    end = training.evaluate(model, (x, y), toy.loss)
     # Then the summed squared error falls, and float targets get no accuracy
     assert end["eval_loss"] < start and end["eval_loss"] < 0.5
     assert "eval_accuracy" not in end
@@ -89,7 +89,7 @@ def test_evaluate_counts_argmax_hits_for_class_indices() -> None:
     scores = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0], [0.0, 5.0]])
     targets = torch.tensor([0, 1, 0, 0])
     # When it is evaluated
-    metrics = training.evaluate(nn.Identity(), scores, targets)
+    metrics = training.evaluate(nn.Identity(), (scores, targets))
     # Then accuracy is 3/4 and the loss is the mean cross-entropy
     assert metrics["eval_accuracy"] == pytest.approx(0.75)
     assert metrics["eval_loss"] == pytest.approx(F.cross_entropy(scores, targets).item(), rel=1e-6)
@@ -97,4 +97,4 @@ def test_evaluate_counts_argmax_hits_for_class_indices() -> None:
 
 def test_empty_data_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
-        training.train(nn.Linear(2, 1), torch.empty(0, 2), torch.empty(0, 1), TrainConfig())
+        training.train(nn.Linear(2, 1), (torch.empty(0, 2), torch.empty(0, 1)), TrainConfig())

@@ -1,7 +1,8 @@
 """Strategies turn a round's replies into the next global model.
 
 The round loop hands every accepted reply to `accumulate` as it arrives and the failures to
-`end_round` as data; a strategy never talks to a broker. FedAvg is the only one so far.
+`end_round` as data; a strategy never talks to a broker. FedAvg lives here; the others, and
+the name -> class registry, live in coordinator.strategies.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from coordinator.aggregation import fold_in, mean_into, zeros_like
 from protocol.messages import Reply, Weights
@@ -23,7 +24,17 @@ class Failure:
     reason: str
 
 
+# JSON-ready values a strategy reports about its last round (e.g. which workers Krum kept).
+StrategyMetrics = dict[str, float | int | str | list[str]]
+# What a strategy asks every worker's trainer to do this round (e.g. FedProx's proximal_mu).
+TrainOptions = dict[str, float | int | str | bool]
+
+
 class Strategy(ABC):
+    # True for strategies that hold every update of a round until end_round (memory: one model
+    # per reply); False for those that fold each reply into a running sum (memory: O(model)).
+    holds_cohort: ClassVar[bool] = False
+
     @abstractmethod
     def begin_round(self, weights: Weights) -> None:
         """Start a round from the global `weights` that were sent to the workers."""
@@ -42,6 +53,19 @@ class Strategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless default
         """Restore what `state_dict` returned."""
+
+    def train_options(self) -> TrainOptions:
+        """Options every worker's trainer gets this round (FedProx: {"proximal_mu": mu})."""
+        return {}
+
+    def metrics(self) -> StrategyMetrics:
+        """What the last `end_round` did, for the round's JSON line."""
+        return {}
+
+    def min_replies(self) -> int:
+        """The fewest replies `end_round` can aggregate; fewer raise TrainingFailed. A round
+        loop can check its --min-replies against this before round 1."""
+        return 0
 
 
 class FedAvg(Strategy):

@@ -42,6 +42,11 @@ class TrainingFailed(FedmqError):
     """A federated training run could not continue (for example, too few replies)."""
 
 
+class StrategyError(FedmqError):
+    """A strategy could not be built or restored: an unknown name or option, a value out of
+    range, a checkpointed state that does not fit; the message lists what is valid."""
+
+
 class RemoteError(FedmqError):
     """A remote operation failed on its worker; the message names the op, the worker and why."""
 

@@ -96,7 +96,7 @@ def _import_class(path: str) -> type[Strategy]:
                             "is its folder on PYTHONPATH?") from e
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        found = "nothing" if cls is None else f"a {type(cls).__name__}"
+        found = "nothing" if cls is None else repr(cls)[:80]
         raise StrategyError(f"{path!r} names {found}, not a subclass of fedmq's Strategy")
     if inspect.isabstract(cls):
         raise StrategyError(f"{path!r} is abstract: it must implement begin_round, accumulate and end_round")

@@ -45,7 +45,7 @@ class _Cohort(Strategy):
     def end_round(self, failures: Sequence[Failure]) -> Weights:
         cohort, self._cohort = sorted(self._cohort, key=lambda held: held[0]), []
         if len(cohort) < self.min_replies():
-            dropped = f" ({len(failures)} asked workers failed)" if failures else ""
+            dropped = f" (failed: {len(failures)} of the workers asked)" if failures else ""
             raise TrainingFailed(f"{self.kind} {self._requirement()} needs at least {self.min_replies()} "
                                  f"replies, this round has {len(cohort)}{dropped}; lower f with "
                                  "--strategy-option, or add workers and raise --min-replies to match")
@@ -143,6 +143,9 @@ class Krum(MultiKrum):
 
     def __init__(self, *, f: int = 1) -> None:
         super().__init__(f=f, m=1)
+
+    def _requirement(self) -> str:
+        return f"with f={self.f} (n >= 2f + 3)"
 
 
 class Bulyan(_Cohort):

@@ -48,8 +48,9 @@ def pairwise_sq_distances(weights: Weights, updates: Sequence[Weights]) -> torch
     """[n, n] float64: ||u_i - u_j||^2 summed over the model's floating entries.
 
     Integer entries (counters such as num_batches_tracked) are left out: they measure how many
-    batches a worker ran, not where its model went. Differences are taken explicitly rather
-    than through ||a||^2 + ||b||^2 - 2ab, so identical updates are exactly 0 apart.
+    batches a worker ran, not where its model went. Differences are taken explicitly (cdist
+    without the ||a||^2 + ||b||^2 - 2ab shortcut), so identical updates are exactly 0 apart and
+    the matrix is exactly symmetric.
     """
     n = len(updates)
     distances = torch.zeros(n, n, dtype=torch.float64)
@@ -57,8 +58,7 @@ def pairwise_sq_distances(weights: Weights, updates: Sequence[Weights]) -> torch
         if not t.is_floating_point():
             continue
         flat = torch.stack([u[name].reshape(-1).to(torch.float64) for u in updates])  # [n, k]
-        for i in range(n):
-            distances[i] += (flat - flat[i]).pow(2).sum(dim=1)
+        distances += torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
     return distances
 
 

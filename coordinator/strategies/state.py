@@ -54,7 +54,10 @@ def check_kind(state: Mapping[str, Any], kind: str) -> bool:
     """False for an empty state (nothing to restore); raises when another strategy wrote it."""
     if not state:
         return False
-    if state.get(KIND) != kind:
+    if not isinstance(state.get(KIND), str):
+        raise StrategyError(f"the checkpoint's strategy state names no strategy, so {kind!r} cannot "
+                            "continue from it; use another --checkpoint-dir to start over")
+    if state[KIND] != kind:
         raise StrategyError(f"the checkpoint's strategy state was written by {state.get(KIND)!r}, "
                             f"not {kind!r}; resume with --strategy {state.get(KIND)} or use "
                             "another --checkpoint-dir")

@@ -59,6 +59,8 @@ def test_stateful_strategies_record_their_kind_and_refuse_another_ones_state() -
     yogi = build_strategy("fedyogi", {})
     with pytest.raises(StrategyError, match="written by 'fedadam'.*--strategy fedadam"):
         yogi.load_state_dict(state)
+    with pytest.raises(StrategyError, match="names no strategy"):
+        yogi.load_state_dict({"m/conv": torch.zeros(2, 3)})
 
 
 def test_a_state_that_does_not_fit_the_model_is_refused_at_the_first_round() -> None:

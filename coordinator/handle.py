@@ -92,7 +92,7 @@ class RemoteWorkerHandle:
     def run_op(self, name: str, *args: Operand, nouts: int = 1, **kwargs: Operand) -> Any:  # noqa: ANN401
         """Issue the allowlisted op `name` (e.g. "torch.zeros"); its result pointer(s)."""
         if not allowlist.is_allowed(name):
-            raise ValueError(f"op {name!r} is not on the workers' allowlist (docs/remote.md)")
+            raise ValueError(f"op {name!r} is not on the workers' allowlist (README: The allowlist)")
         return self.issue(name, args, kwargs, nouts)
 
     # For pointers (coordinator.remote).
@@ -167,7 +167,7 @@ class TorchOn:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name not in allowlist.TORCH_FUNCTIONS:
-            raise AttributeError(f"torch.{name} is not on the workers' allowlist (docs/remote.md)")
+            raise AttributeError(f"torch.{name} is not on the workers' allowlist (README: The allowlist)")
 
         def function(*args: Operand, **kwargs: Operand) -> Any:  # noqa: ANN401
             return self._worker.issue(f"torch.{name}", args, kwargs, result_count(f"torch.{name}", args, kwargs))

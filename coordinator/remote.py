@@ -128,7 +128,7 @@ class RemoteTensor(RemoteObject):
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or name not in allowlist.TENSOR_METHODS:
             raise AttributeError(f"RemoteTensor has no attribute {name!r}: remote tensors offer the allowlisted "
-                                 f"tensor methods (docs/remote.md)")
+                                 f"tensor methods (README: The allowlist)")
 
         def method(*args: object, **kwargs: object) -> Any:  # noqa: ANN401
             return self._call(f"Tensor.{name}", self, *args, **kwargs)
@@ -140,7 +140,7 @@ class RemoteTensor(RemoteObject):
         name = _TORCH_NAMES.get(func)
         if name is None:
             raise TypeError(f"{getattr(func, '__name__', func)} cannot run on remote tensors: it is not on "
-                            f"the workers' allowlist (docs/remote.md)")
+                            f"the workers' allowlist (README: The allowlist)")
         # torch passes its own plumbing along (F.softmax's _stacklevel): not an operand.
         public = {key: value for key, value in (kwargs or {}).items() if not key.startswith("_")}
         worker = location_of((args, public))

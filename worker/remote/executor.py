@@ -71,7 +71,7 @@ class Executor:
             return special(self.context, session, op)
         if not allowlist.is_allowed(op.name):
             raise OpFailure("refused", f"op {op.name!r} is not allowed on worker {self.context.worker!r} "
-                                       f"(the allowlist is in docs/remote.md)")
+                                       f"(see The allowlist in the README)")
         self._generic(session, op)
         return None
 

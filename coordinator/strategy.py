@@ -69,7 +69,12 @@ class Strategy(ABC):
 
 
 class FedAvg(Strategy):
-    """McMahan et al.'s federated averaging: the mean of the updates weighted by num_examples."""
+    """FedAvg (McMahan et al. 2017): the model moves by the example-weighted mean delta.
+
+    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
+    AISTATS 2017: w_{t+1} = w_t + sum_k n_k d_k / sum_k n_k. Integer entries move by the rounded
+    mean. Streams: one running sum, memory O(model).
+    """
 
     def __init__(self) -> None:
         self._weights: Weights = {}

@@ -31,9 +31,9 @@ def _check(name: str, value: float, low: float, high: float, *, closed_high: boo
 
 
 class FedProx(FedAvg):
-    """FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks").
+    """FedProx (Li et al. 2020): FedAvg whose workers add a proximal term mu/2 ||w - w_t||^2.
 
-    Each worker minimises F_k(w) + mu/2 * ||w - w_t||^2, which keeps its local weights near the
+    Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020. Each worker minimises F_k(w) + mu/2 * ||w - w_t||^2, which keeps its local weights near the
     global ones; the server aggregates exactly like FedAvg, w_{t+1} = w_t + sum_k n_k d_k / n.
     `mu` travels to the workers as the train option "proximal_mu" (worker.training applies it).
     The paper tunes mu in {0.001, 0.01, 0.1, 1}; 0.01 is the default here. Streams.
@@ -97,9 +97,10 @@ class _ServerOptimizer(Strategy):
 
 
 class FedAvgM(_ServerOptimizer):
-    """FedAvgM, server momentum (Hsu et al. 2019, "Measuring the Effects of Non-Identical Data
-    Distribution for Federated Visual Classification").
+    """FedAvgM (Hsu et al. 2019): FedAvg's mean delta as the gradient of server SGD with momentum.
 
+    Hsu, Qi and Brown, "Measuring the Effects of Non-Identical Data Distribution for Federated
+    Visual Classification", 2019:
     v_t = beta * v_{t-1} + d_t (v_1 = d_1);  w_{t+1} = w_t + server_lr * v_t, where d_t is
     FedAvg's example-weighted mean delta. With momentum=0 and server_lr=1 it is FedAvg. Defaults:
     server_lr=1.0, momentum=0.9 (the paper's most used beta). State: v, one model. Streams.
@@ -188,8 +189,10 @@ class _Adaptive(_ServerOptimizer):
 
 
 class FedAdagrad(_Adaptive):
-    """FedAdagrad (Reddi et al. 2021): v_t = v_{t-1} + d_t^2. Defaults eta=0.1, beta1=0.9,
-    tau=1e-3 (beta2 is unused). See _Adaptive for the full update."""
+    """FedAdagrad (Reddi et al. 2021): server Adagrad on the mean delta, v_t = v_{t-1} + d_t^2.
+
+    Defaults eta=0.1, beta1=0.9, tau=1e-3 (no beta2). The full update is in _Adaptive's docstring.
+    """
 
     kind = "fedadagrad"
 
@@ -202,8 +205,10 @@ class FedAdagrad(_Adaptive):
 
 
 class FedAdam(_Adaptive):
-    """FedAdam (Reddi et al. 2021): v_t = beta2 * v_{t-1} + (1 - beta2) * d_t^2. Defaults
-    eta=0.1, beta1=0.9, beta2=0.99, tau=1e-3. See _Adaptive for the full update."""
+    """FedAdam (Reddi et al. 2021): server Adam on the mean delta, v_t = beta2 v_{t-1} + (1 - beta2) d_t^2.
+
+    Defaults eta=0.1, beta1=0.9, beta2=0.99, tau=1e-3. The full update is in _Adaptive's docstring.
+    """
 
     kind = "fedadam"
 
@@ -216,8 +221,10 @@ class FedAdam(_Adaptive):
 
 
 class FedYogi(_Adaptive):
-    """FedYogi (Reddi et al. 2021): v_t = v_{t-1} - (1 - beta2) d_t^2 sign(v_{t-1} - d_t^2).
-    Defaults eta=0.01, beta1=0.9, beta2=0.99, tau=1e-3. See _Adaptive for the full update."""
+    """FedYogi (Reddi et al. 2021): server Yogi, v_t = v_{t-1} - (1 - beta2) d_t^2 sign(v_{t-1} - d_t^2).
+
+    Defaults eta=0.01, beta1=0.9, beta2=0.99, tau=1e-3. The full update is in _Adaptive's docstring.
+    """
 
     kind = "fedyogi"
 

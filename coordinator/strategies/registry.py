@@ -81,7 +81,8 @@ def describe_strategies() -> str:
     for name, cls in STRATEGIES.items():
         summary = (inspect.getdoc(cls) or "").split("\n")[0]
         options = ", ".join(_describe(key, p) for key, p in strategy_options(cls).items())
-        lines.append(f"{name}: {summary}" + (f" Options: {options}." if options else ""))
+        memory = " Holds every update of a round." if cls.holds_cohort else ""
+        lines.append(f"{name}: {summary}{memory}" + (f" Options: {options}." if options else ""))
     return "\n".join(lines)
 
 

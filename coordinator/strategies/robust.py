@@ -75,8 +75,10 @@ def _check_f(f: int) -> None:
 
 
 class FedMedian(_Cohort):
-    """Coordinate-wise median (Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards
-    Optimal Statistical Rates"): w_{t+1}[j] = w_t[j] + median_i d_i[j]; with an even count, the
+    """Coordinate-wise median (Yin et al. 2018): each coordinate moves by its workers' median.
+
+    Yin, Chen, Ramchandran and Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates", ICML 2018: w_{t+1}[j] = w_t[j] + median_i d_i[j]; with an even count, the
     mean of the two middle values. Holds the round's updates."""
 
     kind = "fedmedian"
@@ -87,8 +89,9 @@ class FedMedian(_Cohort):
 
 
 class FedTrimmedAvg(_Cohort):
-    """Coordinate-wise trimmed mean (Yin et al. 2018): for each coordinate, drop the k = floor(beta * n)
-    largest and k smallest of the n values and average the rest. Default beta=0.2; 0 <= beta < 0.5,
+    """Coordinate-wise trimmed mean (Yin et al. 2018): the mean without each side's beta fraction.
+
+    For each coordinate, drop the k = floor(beta * n) largest and k smallest of the n values and average the rest. Default beta=0.2; 0 <= beta < 0.5,
     so at least one value always remains. Holds the round's updates."""
 
     kind = "fedtrimmedavg"
@@ -106,8 +109,10 @@ class FedTrimmedAvg(_Cohort):
 
 
 class MultiKrum(_Cohort):
-    """Multi-Krum (Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant
-    Gradient Descent"). score(i) = sum of ||d_i - d_j||^2 over the n - f - 2 updates j nearest
+    """Multi-Krum (Blanchard et al. 2017): the mean of the m updates with the best Krum scores.
+
+    Blanchard, El Mhamdi, Guerraoui and Stainer, "Machine Learning with Adversaries: Byzantine
+    Tolerant Gradient Descent", NeurIPS 2017. score(i) = sum of ||d_i - d_j||^2 over the n - f - 2 updates j nearest
     to d_i; the m lowest-scoring updates are averaged (unweighted). m defaults to n - f; m=1 is
     Krum. Needs n >= 2f + 3 and m <= n - f. Holds the round's updates; reports "selected"."""
 
@@ -135,7 +140,8 @@ class MultiKrum(_Cohort):
 
 
 class Krum(MultiKrum):
-    """Krum (Blanchard et al. 2017): the single update with the lowest score,
+    """Krum (Blanchard et al. 2017): the one update closest to its n - f - 2 nearest others.
+
     score(i) = sum of ||d_i - d_j||^2 over the n - f - 2 updates j nearest to d_i; the model
     moves by exactly that worker's update. Needs n >= 2f + 3. Holds the round's updates."""
 
@@ -149,8 +155,10 @@ class Krum(MultiKrum):
 
 
 class Bulyan(_Cohort):
-    """Bulyan (El Mhamdi et al. 2018, "The Hidden Vulnerability of Distributed Learning in
-    Byzantium"), over Krum. First theta = n - 2f updates are picked one at a time, each the Krum
+    """Bulyan (El Mhamdi et al. 2018): repeated Krum, then a coordinate-wise trimmed mean.
+
+    El Mhamdi, Guerraoui and Rouault, "The Hidden Vulnerability of Distributed Learning in
+    Byzantium", ICML 2018; Bulyan over Krum. First theta = n - 2f updates are picked one at a time, each the Krum
     winner among those left; then each coordinate is the mean of the beta = theta - 2f picked
     values closest to the picked values' median. Needs n >= 4f + 3. Holds the round's updates;
     reports "selected" (the theta picked)."""

@@ -93,3 +93,5 @@ def test_describe_lists_every_strategy_with_its_options() -> None:
     text = describe_strategies()
     assert [line.split(":")[0] for line in text.splitlines()] == ALL
     assert "krum: Krum (Blanchard et al. 2017)" in text and "f (an integer, default 1)" in text
+    lines = dict(line.split(": ", 1) for line in text.splitlines())
+    assert "Holds every update" in lines["bulyan"] and "Holds every update" not in lines["fedadam"]

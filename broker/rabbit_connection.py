@@ -49,8 +49,8 @@ LOST = (
 WORK_SLICE_S = 1.0  # bounds a run_beside wait should a wake-up be lost to a reconnect
 START_HINT = (
     "Start it (`rabbitmq-server -detached`, or `docker run -d -p 127.0.0.1:5672:5672 "
-    "rabbitmq:3-management`) or pass --broker / set FEDMQ_BROKER (the compose broker has no "
-    "guest: use --credentials, at the port `docker compose port rabbitmq 5672` prints)."
+    "rabbitmq:3-management`) or pass --broker / set FEDMQ_BROKER. The compose broker has no "
+    "guest user: run fedmq beside it, `docker compose run --rm coordinator fedmq ...`."
 )
 
 

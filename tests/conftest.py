@@ -38,7 +38,8 @@ MANAGEMENT_PORT = 15672
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BROKER_FIXTURES = {"rabbitmq_url", "rabbit_settings", "rabbitmq_admin"}
 START_HELP = (
-    "Start one: `docker compose up -d rabbitmq`, or `rabbitmq-server -detached`, or point "
+    "Start one: `docker run -d -p 127.0.0.1:5672:5672 rabbitmq:3-management`, or "
+    "`rabbitmq-server -detached`, or point "
     f"{ENV_URL} at a broker (amqp://user:pass@host:5672/)."
 )
 Ctl = Callable[[list[str]], str]  # runs `rabbitmqctl ARGS` next to the broker, returns stdout

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator.strategies.state import decode_state, encode_state
 from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
 from protocol.errors import DecodeError, FedmqError
 from protocol.messages import Weights
@@ -34,7 +35,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
     temporary = path.with_suffix(".tmp")
     data = pack({"job": checkpoint.job, "task": checkpoint.task, "seed": checkpoint.seed,
                  "round": checkpoint.round, "weights": tensors_to_wire(checkpoint.weights),
-                 "strategy": checkpoint.strategy_state})
+                 "strategy": encode_state(checkpoint.strategy_state)})
     with open(temporary, "wb") as f:
         f.write(data)
         f.flush()
@@ -52,6 +53,6 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         obj = unpack(path.read_bytes())
         weights = {name: t.clone() for name, t in tensors_from_wire(obj["weights"]).items()}
         return Checkpoint(str(obj["job"]), str(obj["task"]), int(obj["seed"]), int(obj["round"]),
-                          weights, dict(obj["strategy"]))
+                          weights, decode_state(obj["strategy"]))
     except (DecodeError, KeyError, TypeError, ValueError) as e:
         raise FedmqError(f"checkpoint {path} is unreadable ({e}); delete it to start over") from e

@@ -8,12 +8,12 @@ the name -> class registry, live in coordinator.strategies.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from coordinator.aggregation import fold_in, mean_into, zeros_like
-from protocol.messages import Reply, Weights
+from protocol.messages import Reply, TrainConfig, Weights
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,13 @@ class Strategy(ABC):
     def train_options(self) -> TrainOptions:
         """Options every worker's trainer gets this round (FedProx: {"proximal_mu": mu})."""
         return {}
+
+    def configure_train(self, round_: int, configs: Mapping[str, TrainConfig]) -> dict[str, TrainConfig]:
+        """Each asked worker's TrainConfig for `round_`. `configs` holds what the job would send
+        (its lr, epochs and batch size, each worker's own seed); the default adds `train_options()`."""
+        options = self.train_options()
+        return {worker: replace(config, options={**config.options, **options}) if options else config
+                for worker, config in configs.items()}
 
     def metrics(self) -> StrategyMetrics:
         """What the last `end_round` did, for the round's JSON line."""

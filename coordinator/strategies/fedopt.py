@@ -9,7 +9,8 @@ has no gradient. A round without replies leaves the model and the optimizer's st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from coordinator.strategies.state import KIND, check_fits, check_kind, flatten, 
 from coordinator.strategies.tensors import compute_dtype, sq_norm
 from coordinator.strategy import Failure, FedAvg, Strategy, StrategyMetrics, TrainOptions
 from protocol.errors import StrategyError
-from protocol.messages import Reply, Weights
+from protocol.messages import Reply, TrainConfig, Weights
 
 
 def _check(name: str, value: float, low: float, high: float, *, closed_high: bool = False) -> None:
@@ -142,7 +143,7 @@ class _Adaptive(_ServerOptimizer):
 
     eta is the server learning rate, tau the adaptivity (the paper's beta1=0.9, beta2=0.99,
     tau=1e-3). eta_l, the workers' learning rate, defaults to the job's --lr; set it to send
-    every worker that lr instead (train option "lr"). State: m and v, two models. Streams.
+    every worker that lr instead (configure_train). State: m and v, two models. Streams.
     """
 
     def __init__(self, *, eta: float, eta_l: float | None, beta1: float, beta2: float, tau: float) -> None:
@@ -159,8 +160,11 @@ class _Adaptive(_ServerOptimizer):
         self._m: Weights = {}
         self._v: Weights = {}
 
-    def train_options(self) -> TrainOptions:
-        return {} if self.eta_l is None else {"lr": self.eta_l}
+    def configure_train(self, round_: int, configs: Mapping[str, TrainConfig]) -> dict[str, TrainConfig]:
+        configs = super().configure_train(round_, configs)
+        if self.eta_l is None:
+            return configs
+        return {worker: replace(config, lr=self.eta_l) for worker, config in configs.items()}
 
     def _second_moment(self, v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

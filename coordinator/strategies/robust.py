@@ -46,7 +46,8 @@ class _Cohort(Strategy):
         cohort, self._cohort = sorted(self._cohort, key=lambda held: held[0]), []
         if len(cohort) < self.min_replies():
             dropped = f" (failed: {len(failures)} of the workers asked)" if failures else ""
-            raise TrainingFailed(f"{self.kind} {self._requirement()} needs at least {self.min_replies()} "
+            rule = f"{self.kind} {self._requirement()}".strip()
+            raise TrainingFailed(f"{rule} needs at least {self.min_replies()} "
                                  f"replies, this round has {len(cohort)}{dropped}; lower f with "
                                  "--strategy-option, or add workers and raise --min-replies to match")
         workers = [worker for worker, _ in cohort]

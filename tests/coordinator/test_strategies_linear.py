@@ -11,6 +11,7 @@ from coordinator.strategies import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYog
 from coordinator.strategies.fedopt import _Adaptive
 from coordinator.strategy import Failure, FedAvg
 from protocol.errors import StrategyError
+from protocol.messages import TrainConfig
 from tests.coordinator.strategy_helpers import model, reply, run_round, values
 
 
@@ -108,9 +109,17 @@ def test_all_equal_updates_move_every_linear_strategy_like_that_update() -> None
     assert values(run_round(FedProx(), model(1.0), replies)) == ([1.25], 12)
 
 
-def test_eta_l_overrides_the_workers_lr_only_when_given() -> None:
-    assert FedAdam().train_options() == {}
-    assert FedYogi(eta_l=0.0316).train_options() == {"lr": 0.0316}
+def test_configure_train_adds_fedprox_mu_and_fedopt_eta_l_to_each_workers_config() -> None:
+    # Given the configs the job would send: its lr, each worker's own seed, an option already set
+    configs = {"a": TrainConfig(lr=0.1, seed=1), "b": TrainConfig(lr=0.1, seed=2, options={"clip": 1.0})}
+    # Then FedAvg sends them unchanged, FedProx adds mu, FedYogi with eta_l sets the lr; seeds stay
+    assert FedAvg().configure_train(1, configs) == configs
+    prox = FedProx(mu=0.5).configure_train(1, configs)
+    assert prox["a"] == TrainConfig(lr=0.1, seed=1, options={"proximal_mu": 0.5})
+    assert prox["b"].options == {"clip": 1.0, "proximal_mu": 0.5}
+    assert FedAdam().configure_train(1, configs) == configs  # eta_l unset: the job's lr
+    yogi = FedYogi(eta_l=0.0316).configure_train(1, configs)
+    assert [(c.lr, c.seed) for c in yogi.values()] == [(0.0316, 1), (0.0316, 2)]
 
 
 @pytest.mark.parametrize("build", [lambda: FedAvgM(momentum=1.0), lambda: FedAdam(tau=0.0),

@@ -29,6 +29,8 @@ class Delivery:
     # The publisher's AMQP user_id, which RabbitMQ checks against the publishing connection's
     # user; None when the publisher set none. The coordinator matches it to the worker.
     user_id: str | None = None
+    # How many times this message has been delivered, this time included (broker.poison).
+    attempts: int = 1
 
     @property
     def size(self) -> int:

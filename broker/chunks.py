@@ -9,6 +9,12 @@ The Reassembler is fed every piece taken from a queue, in whatever order and int
 the queue yields them (two publishers may feed one queue). It verifies each piece and
 reports, per message, either the assembled parts or why it dropped them, so one corrupt
 message never costs another. This module is pure: no pika, no clock it does not inject.
+
+Memory is budgeted per origin (queue) and counted in bytes actually received, never in the
+size an announcement claims: an announcement costs nothing, so a sender announcing 4 GiB
+cannot crowd out other origins' messages. When the caller names the sender it expects on an
+origin (the worker whose reply queue it is), an announcement from anyone else is dropped at
+once, and a piece from another sender never joins a message.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ CHUNK_COUNT = "x-fedmq-chunks"
 TOTAL_SIZE = "x-fedmq-size"
 CHUNK_INDEX = "x-fedmq-index"
 CHUNK_CRC = "x-fedmq-crc32"
-# 4 GiB: msgpack's own bin limit, so no valid fedmq message is refused for size alone.
+# Per origin. 4 GiB: msgpack's own bin limit, so no valid fedmq message is refused for size alone.
 MAX_PENDING_BYTES = 4 << 30
 
 Headers = dict[str, object]
@@ -96,6 +102,7 @@ class _Pending(Generic[TagT]):
     headers: Headers
     last_seen: float
     tags: list[TagT]
+    sender: str | None
     chunks: dict[int, bytes] = field(default_factory=dict)
     received: int = 0
 
@@ -104,7 +111,7 @@ STALL_S = 1.0  # a partial message with no new chunk for this long stops blockin
 
 
 class Reassembler(Generic[TagT]):
-    """Collects chunks per (origin, message id); bounded in time and in pending bytes."""
+    """Collects chunks per (origin, message id); bounded in time, and in bytes per origin."""
 
     def __init__(
         self,
@@ -121,8 +128,12 @@ class Reassembler(Generic[TagT]):
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes reserved by incomplete messages (their announced sizes)."""
-        return sum(pending.size for pending in self._pending.values())
+        """Bytes held for incomplete messages (received, not announced)."""
+        return sum(pending.received for pending in self._pending.values())
+
+    def held_from(self, origin: str) -> int:
+        """Bytes held for `origin`'s incomplete messages."""
+        return sum(p.received for (source, _), p in self._pending.items() if source == origin)
 
     def waiting_origins(self) -> list[str]:
         """Origins with an incomplete message, in the order to pull their chunks.
@@ -137,19 +148,32 @@ class Reassembler(Generic[TagT]):
         return list(dict.fromkeys(origin for (origin, _), _ in ordered))
 
     def offer(
-        self, origin: str, headers: Mapping[str, object], body: bytes, tag: TagT
+        self, origin: str, headers: Mapping[str, object], body: bytes, tag: TagT,
+        sender: str | None = None, expected: str | None = None,
     ) -> Assembled[TagT] | Dropped[TagT] | None:
-        """Take one piece; the message it completes or drops, or None while it is incomplete."""
+        """Take one piece; the message it completes or drops, or None while it is incomplete.
+
+        `sender`: who published the piece (AMQP user_id); `expected`: who alone may start a
+        message on this origin (None: anyone).
+        """
         message_id = headers.get(MESSAGE_ID)
         key = (origin, message_id if isinstance(message_id, str) else "")
         if key in self._dropped:
             return Dropped(origin, key[1], [tag], dict(headers), None)
+        pending = self._pending.get(key)
+        if pending is not None and pending.sender != sender:  # a splice: refuse the piece only
+            error = ChunkError(f"chunked message {key[1]}: a piece from user {sender!r} inside a "
+                               f"message of {pending.sender!r}")
+            return Dropped(origin, key[1], [tag], dict(headers), error)
         try:
             if not key[1]:
                 raise ChunkError(f"a chunk piece from {origin} has no valid {MESSAGE_ID} header")
             if CHUNK_INDEX in headers:
                 return self._add_chunk(key, headers, body, tag)
-            self._announce(key, headers, body, tag)
+            if expected is not None and sender != expected:
+                raise ChunkError(f"chunked message {key[1]} on {origin} was announced by user "
+                                 f"{sender!r}, not {expected!r}: dropped unread")
+            self._announce(key, headers, body, tag, sender)
             return None
         except ChunkError as error:
             return self._drop(key, error, [tag], headers)
@@ -173,7 +197,8 @@ class Reassembler(Generic[TagT]):
         self._dropped.clear()
 
     def _announce(
-        self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
+        self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT,
+        sender: str | None,
     ) -> None:
         name = f"chunked message {key[1]}"
         if key in self._pending:
@@ -184,12 +209,13 @@ class Reassembler(Generic[TagT]):
         count = _integer(headers, CHUNK_COUNT, name)
         if not 1 <= count <= max(size, 1):
             raise ChunkError(f"{name}: {count} chunks cannot carry {size} bytes")
-        if self.pending_bytes + size > self._max_pending_bytes:
+        if size > self._max_pending_bytes:
             raise ChunkError(
-                f"{name} of {size} bytes would hold more than {self._max_pending_bytes} bytes of "
-                "partial messages in memory"
+                f"{name} of {size} bytes is larger than the {self._max_pending_bytes} bytes "
+                f"one origin may hold in partial messages"
             )
-        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag])
+        # Nothing is reserved: bytes count as they arrive (_add_chunk).
+        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag], sender)
 
     def _add_chunk(
         self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
@@ -200,6 +226,12 @@ class Reassembler(Generic[TagT]):
             raise ChunkError(f"{name}: a chunk arrived without its announcement")
         index = _integer(headers, CHUNK_INDEX, name)
         _check_chunk(name, pending, index, _integer(headers, CHUNK_CRC, name), body)
+        held = self.held_from(key[0])
+        if held + len(body) > self._max_pending_bytes:
+            raise ChunkError(
+                f"{name}: {key[0]} would hold more than {self._max_pending_bytes} bytes of "
+                f"partial messages in memory ({held} held)"
+            )
         pending.chunks[index] = body
         pending.received += len(body)
         pending.tags.append(tag)

@@ -3,7 +3,10 @@
 The embedded default of `fedmq demo` and of single-machine simulation. A MemoryHub plays the
 server (queues and dead letters); each MemoryBroker is one connection to it. Routing, mandatory
 publishes, one unacknowledged task per worker, dead-lettering and requeue-on-close behave as
-they do on RabbitMQ, so code tested here runs unchanged there.
+they do on RabbitMQ, so code tested here runs unchanged there. So do the bounds: a queue given a
+max length refuses publishes past it (PublishRejected, RabbitMQ's `x-overflow: reject-publish`),
+the dead letters keep the newest within the topology's bounds, and a message delivered more than
+`max_deliveries` times is dead-lettered as poison (a quorum queue's delivery count).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass, field
 
 from broker.base import Body, Broker, DeadLetter, Delivery, T
 from broker.topology import Topology
-from protocol.errors import BrokerError, Unroutable
+from broker.poison import poison_reason
+from protocol.errors import BrokerError, PublishRejected, Unroutable
 
 
 @dataclass
@@ -27,6 +31,7 @@ class _Message:
     redelivered: bool = False
     user_id: str | None = None
     expires_at: float | None = None  # time.monotonic(); RabbitMQ's per-message TTL
+    deliveries: int = 0  # how many times it was handed to a consumer
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -36,21 +41,29 @@ class _Message:
 class _Queue:
     source: str  # the worker the queue belongs to
     messages: deque[_Message] = field(default_factory=deque)
+    max_length: int | None = None  # past it, publishes are refused (reject-publish)
 
 
 class MemoryHub:
     """The server side: named queues guarded by one condition variable."""
 
-    def __init__(self, topology: Topology | None = None) -> None:
+    def __init__(self, topology: Topology | None = None, max_deliveries: int = 5) -> None:
         self.topology = topology or Topology()
+        self.max_deliveries = max_deliveries
         self.changed = threading.Condition()
         self.queues: dict[str, _Queue] = {}
         self.dead_letters: deque[DeadLetter] = deque()
+        self.dead_letter_bytes = 0
         self.presence_watchers: list[deque[bytes]] = []  # one inbox per watching connection
 
     def declare(self, name: str, source: str) -> None:
         with self.changed:
             self.queues.setdefault(name, _Queue(source))
+
+    def limit(self, name: str, max_length: int) -> None:
+        """Refuse publishes to queue `name` once it holds `max_length` messages (0: every one)."""
+        with self.changed:
+            self.queues[name].max_length = max_length
 
     def delete(self, name: str) -> None:
         with self.changed:
@@ -62,6 +75,8 @@ class MemoryHub:
             queue = self.queues.get(name)
             if queue is None:
                 raise Unroutable(f"no queue for {what}: is it running?")
+            if queue.max_length is not None and len(queue.messages) >= queue.max_length:
+                raise PublishRejected(f"the broker refused a message for {what} (its queue is full)")
             expires_at = None if expires_in_s is None else time.monotonic() + expires_in_s
             queue.messages.append(_Message(bytes(body), queue.source, False, user_id, expires_at))
             self.changed.notify_all()
@@ -81,9 +96,22 @@ class MemoryHub:
                 self.changed.notify_all()
 
     def dead_letter(self, letter: DeadLetter) -> None:
+        """Keep `letter`, dropping the oldest letters past the topology's bounds (drop-head)."""
         with self.changed:
             self.dead_letters.append(letter)
+            self.dead_letter_bytes += len(letter.body)
+            while (len(self.dead_letters) > self.topology.dead_letter_max_length
+                   or self.dead_letter_bytes > self.topology.dead_letter_max_bytes):
+                self.dead_letter_bytes -= len(self.dead_letters.popleft().body)
             self.changed.notify_all()
+
+    def take_dead_letter(self) -> DeadLetter | None:
+        """The oldest letter, removed; the caller holds `changed`."""
+        if not self.dead_letters:
+            return None
+        letter = self.dead_letters.popleft()
+        self.dead_letter_bytes -= len(letter.body)
+        return letter
 
 
 class MemoryBroker(Broker):
@@ -151,9 +179,15 @@ class MemoryBroker(Broker):
             if queue is None or not queue.messages or (limit and in_hand >= limit):
                 continue
             message = queue.messages.popleft()
+            message.deliveries += 1
+            if message.deliveries > self._hub.max_deliveries:  # it killed its consumer each time
+                reason = poison_reason(message.deliveries, self._hub.max_deliveries)
+                self._hub.dead_letter(DeadLetter(message.body, reason, message.source))
+                return self._take_ready()
             tag = next(self._tags)
             self._unacked[tag] = (name, message)
-            return Delivery([message.body], message.source, tag, message.redelivered, user_id=message.user_id)
+            return Delivery([message.body], message.source, tag, message.redelivered, user_id=message.user_id,
+                            attempts=message.deliveries)
         return None
 
     def ack(self, delivery: Delivery) -> None:
@@ -168,7 +202,7 @@ class MemoryBroker(Broker):
     def take_dead_letter(self, timeout: float) -> DeadLetter | None:
         with self._hub.changed:
             self._hub.changed.wait_for(lambda: bool(self._hub.dead_letters), timeout)
-            return self._hub.dead_letters.popleft() if self._hub.dead_letters else None
+            return self._hub.take_dead_letter()
 
     def publish_presence(self, body: bytes) -> None:
         with self._hub.changed:

@@ -7,8 +7,13 @@ verifies against the connection) to the worker it answers for. Permissions follo
 
 | principal   | configure             | write                                 | read                     |
 | ----------- | --------------------- | ------------------------------------- | ------------------------ |
-| worker w    | nothing               | {p}.replies, {p}.dlx                  | {p}.tasks.w              |
+| worker w    | nothing               | {p}.replies, {p}.presence             | {p}.tasks.w              |
 | coordinator | {p}.replies.<job>.<w> | {p}.tasks, {p}.dlx, {p}.replies.<...> | {p}.replies, its queues  |
+
+A worker may not write the dead-letter exchange: it could flood the bounded dead-letter queue
+and push out others' letters, or forge their reasons. Its dead letters go through the broker:
+it rejects them, and its task queue's dead-letter exchange moves them (reason "rejected"; the
+worker logs its own reason).
 
 The definitions declare the exchanges, the dead-letter queue and every worker's task queue, so
 workers need no configure permission; clients check these passively (broker.rabbitmq_topology).
@@ -47,6 +52,9 @@ class Credentials:
     vhost: str
     prefix: str
     url: str  # amqp(s)://user:password@host:port/vhost
+    # The provisioned coordinator: the user whose tasks a worker runs (files of older fedmq
+    # versions lack it; the worker then needs --task-senders).
+    coordinator: str = ""
 
     def save(self, path: Path) -> Path:
         _write_private(path, json.dumps(asdict(self), indent=2) + "\n")
@@ -57,7 +65,9 @@ def load_credentials(path: Path) -> Credentials:
     """The credentials in `path`; ValueError saying what is wrong with the file."""
     try:
         data = json.loads(path.read_text())
-        credentials = Credentials(**{key: str(data[key]) for key in Credentials.__dataclass_fields__})
+        optional = {"coordinator": ""}
+        credentials = Credentials(**{key: str(data[key] if key not in optional else data.get(key, optional[key]))
+                                     for key in Credentials.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read credentials file {path}: {e}") from e
     if credentials.role not in (WORKER, COORDINATOR):
@@ -86,7 +96,7 @@ def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
     for name, role in roles:
         password = secrets.token_urlsafe(24)
         url = login_url(endpoint, name, password, vhost)
-        credentials.append(Credentials(name, password, role, vhost, prefix, url))
+        credentials.append(Credentials(name, password, role, vhost, prefix, url, coordinator))
     return Provisioned(definitions(credentials, names, topology, vhost), credentials)
 
 
@@ -95,7 +105,7 @@ def definitions(credentials: list[Credentials], workers: list[str], topology: To
     """RabbitMQ's definitions document (`rabbitmqctl import_definitions`, POST /api/definitions)."""
     exchanges = [(topology.task_exchange, "direct"), (topology.reply_exchange, "direct"),
                  (topology.dead_letter_exchange, "fanout"), (topology.presence_exchange, "fanout")]
-    queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, topology.queue_arguments())] + [
+    queues: list[tuple[str, dict[str, object]]] = [(topology.dead_letter_queue, topology.dead_letter_queue_arguments())] + [
         (topology.task_queue(worker), topology.task_queue_arguments()) for worker in workers]
     bindings = [(topology.dead_letter_exchange, topology.dead_letter_queue, "")] + [
         (topology.task_exchange, topology.task_queue(worker), worker) for worker in workers]
@@ -117,7 +127,7 @@ def permissions(credentials: Credentials, topology: Topology) -> dict[str, str]:
     """The configure/write/read regexes of one principal (see the module's table)."""
     p = re.escape(topology.prefix)
     if credentials.role == WORKER:
-        return {"configure": "^$", "write": rf"^{p}\.(replies|dlx|presence)$",
+        return {"configure": "^$", "write": rf"^{p}\.(replies|presence)$",
                 "read": rf"^{p}\.tasks\.{re.escape(credentials.user)}$"}
     # `fedmq status` (run with the coordinator's file) watches presence through a server-named,
     # exclusive queue (amq.gen-*): configure to declare it, write to bind it, read to consume it
@@ -144,16 +154,21 @@ def login_url(endpoint: str, user: str, password: str, vhost: str) -> str:
 
 
 def write(out: Path, provisioned: Provisioned) -> list[Path]:
-    """The definitions file and one credentials file per principal, readable by the owner only."""
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    written = [_write_private(out / DEFINITIONS_FILE, json.dumps(provisioned.definitions, indent=2) + "\n")]
+    """The definitions file, 0644 in a 0755 directory: `rabbitmqctl import_definitions` reads it as
+    the broker's user, and it holds only salted hashes. One credentials file per principal, 0600:
+    they hold plain passwords."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        os.chmod(out, 0o755)  # whatever the umask: the broker's user must enter it
+    definitions_text = json.dumps(provisioned.definitions, indent=2) + "\n"
+    written = [_write_private(out / DEFINITIONS_FILE, definitions_text, mode=0o644)]
     written += [c.save(out / f"{c.user}.json") for c in provisioned.credentials]
     return written
 
 
-def _write_private(path: Path, text: str) -> Path:
+def _write_private(path: Path, text: str, mode: int = 0o600) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+    os.chmod(path, mode)  # an existing file keeps its old mode through O_CREAT
     return path

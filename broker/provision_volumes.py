@@ -49,12 +49,13 @@ def provision_dirs(out: Path, workers: list[str], coordinator: str, vhost: str, 
     if len(set(names + [coordinator, ADMIN])) != len(names) + 2:
         raise ValueError(f"worker and coordinator names must be distinct and not {ADMIN!r}")
     roles = [(name, WORKER) for name in names] + [(coordinator, COORDINATOR)]
-    kept = {name: _credentials(out / name / f"{name}.json", name, role, vhost, prefix, endpoint)
+    kept = {name: _credentials(out / name / f"{name}.json", name, role, vhost, prefix, endpoint, coordinator)
             for name, role in roles}
     for name, role in roles:
         uid = coordinator_owner if role == COORDINATOR and coordinator_owner is not None else owner
         _save(out / name, f"{name}.json", json.dumps(asdict(kept[name]), indent=2) + "\n", uid)
-    admin = _credentials(out / BROKER_DIR / f"{ADMIN}.json", ADMIN, COORDINATOR, vhost, prefix, endpoint)
+    admin = _credentials(out / BROKER_DIR / f"{ADMIN}.json", ADMIN, COORDINATOR, vhost, prefix, endpoint,
+                         coordinator)
     document = definitions(list(kept.values()), names, Topology(prefix), vhost)
     # A monitoring login for the management UI on :15672 (read-only views, no vhost rights).
     document["users"].append({"name": ADMIN, "password_hash": password_hash(admin.password),
@@ -66,7 +67,8 @@ def provision_dirs(out: Path, workers: list[str], coordinator: str, vhost: str, 
     return kept
 
 
-def _credentials(path: Path, name: str, role: str, vhost: str, prefix: str, endpoint: str) -> Credentials:
+def _credentials(path: Path, name: str, role: str, vhost: str, prefix: str, endpoint: str,
+                 coordinator: str) -> Credentials:
     """The file's credentials when it is for this name, role, vhost and prefix; else fresh ones."""
     if path.exists():
         try:
@@ -74,9 +76,10 @@ def _credentials(path: Path, name: str, role: str, vhost: str, prefix: str, endp
         except ValueError:
             old = None
         if old is not None and (old.user, old.role, old.vhost, old.prefix) == (name, role, vhost, prefix):
-            return replace(old, url=login_url(endpoint, name, old.password, vhost))
+            return replace(old, url=login_url(endpoint, name, old.password, vhost), coordinator=coordinator)
     password = secrets.token_urlsafe(24)
-    return Credentials(name, password, role, vhost, prefix, login_url(endpoint, name, password, vhost))
+    return Credentials(name, password, role, vhost, prefix, login_url(endpoint, name, password, vhost),
+                       coordinator)
 
 
 def _save(directory: Path, name: str, text: str, owner: int | None, public: bool = False) -> None:

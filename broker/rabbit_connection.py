@@ -1,6 +1,11 @@
 """The pika side of the RabbitMQ transport: one connection with one confirmed channel,
 reopened after a loss, and connection errors told in words a user can act on.
 
+Publishes go out on a channel of their own: RabbitMQ answers a publish it refuses (403 on an
+exchange, 404, 406) by closing the channel it came on, and the main channel holds the consumers
+and the unacknowledged deliveries. A refused publish costs only the publish channel, reopened
+on the next publish, and raises PublishRejected; the connection and the delivery in hand stay.
+
 pika's BlockingConnection is not thread-safe: a Link is used only from the thread that
 connected it (the I/O thread). `run_beside` runs long work on a second thread, which touches
 pika only through its one thread-safe method, `add_callback_threadsafe`.
@@ -28,7 +33,7 @@ from pika.adapters.utils.connection_workflow import (
 
 from broker.rabbitmq_params import parameters
 from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, BrokerUnreachable
+from protocol.errors import BrokerError, BrokerUnreachable, PublishRejected
 
 log = logging.getLogger("fedmq.broker")
 R = TypeVar("R")
@@ -66,6 +71,7 @@ class Link:
         self._on_channel = on_channel  # declares topology and starts consumers on a new channel
         self._connection: Any = None
         self._channel: Channel = None
+        self._publisher: Channel = None  # confirmed channel for publishes only (module doc)
         self._closed = False
 
     def connect(self) -> None:
@@ -86,15 +92,21 @@ class Link:
             self._discard()  # the topology was refused (rabbitmq_topology): close, then tell
             raise
 
-    def call(self, op: Callable[[Channel], R]) -> R:
-        """op(channel); after a lost connection, reconnect and run it again (within the window)."""
+    def call(self, op: Callable[[Channel], R], publishing: bool = False) -> R:
+        """op(channel); after a lost connection, reconnect and run it again (within the window).
+
+        `publishing`: op publishes, on the publish channel; a refusal raises PublishRejected.
+        """
         deadline: float | None = None
         while True:
             if self._closed:
                 raise BrokerError("this RabbitMQ broker connection is closed")
             try:
-                return op(self._current_channel())
+                return op(self._current_publisher() if publishing else self._current_channel())
             except px.ChannelClosedByBroker as e:
+                if e.reply_code in REFUSALS and publishing:
+                    self._publisher = None  # closed by the refusal; the next publish opens one
+                    raise PublishRejected(f"RabbitMQ refused a publish: {describe(e)}") from e
                 if e.reply_code in REFUSALS:
                     self._channel = None  # the next call opens a fresh one
                     raise BrokerError(f"RabbitMQ refused the request: {describe(e)}") from e
@@ -200,6 +212,14 @@ class Link:
             self._open_channel()
         return self._channel
 
+    def _current_publisher(self) -> Channel:
+        if self._publisher is None or not self._publisher.is_open:
+            self._current_channel()  # the connection is alive and the topology declared
+            publisher = self._connection.channel()
+            publisher.confirm_delivery()
+            self._publisher = publisher
+        return self._publisher
+
     def _open(self) -> None:
         self._connection = pika.BlockingConnection(self._params)
         self._open_channel()
@@ -237,6 +257,7 @@ class Link:
 
     def _discard(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
+        self._publisher = None
         if connection is not None and connection.is_open:
             # Already broken, maybe: the broker requeues its unacked deliveries either way.
             with contextlib.suppress(px.AMQPError, OSError):

@@ -23,13 +23,14 @@ import pika.exceptions as px
 
 from broker import chunks
 from broker.base import Body, Broker, DeadLetter, Delivery, T
+from broker.poison import Redeliveries, fingerprint, poison_reason
 from broker.rabbit_connection import Channel, Link
 from broker.rabbitmq_delivery import REASON, SOURCE, Piece, Raw, Tag, common_user, letter, raw, tag_of
 from broker.rabbitmq_params import connection_user
 from broker.rabbitmq_presence import PresenceChannel, queue_depth
 from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, Unroutable
+from protocol.errors import BrokerError, PublishRejected, Unroutable
 from protocol.messages import check_name
 
 log = logging.getLogger("fedmq.broker")
@@ -51,9 +52,12 @@ class RabbitBroker(Broker):
         self._ready: deque[Delivery] = deque()
         self._dead: deque[Delivery] = deque()
         self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s)
+        self._redeliveries = Redeliveries()
+        self._reply_queues: set[str] = set()  # consumed reply queues: their senders are known
         self._user = connection_user(settings.url)  # every publish carries it as user_id
         self._poll_s = 0.001
         self._closed = False
+        self._dead_letters_writable = True  # until the dead-letter exchange refuses this user
         self._presence: PresenceChannel | None = None  # side channel, remade per connection
         self._watching = False  # watch_presence was called: re-watch after a reconnect
         self._link = Link(settings, self._on_channel)
@@ -108,6 +112,7 @@ class RabbitBroker(Broker):
     def consume_replies(self, job: str, workers: Sequence[str]) -> None:
         self.declare_job(job, workers)
         for worker in workers:
+            self._reply_queues.add(self._topology.reply_queue(job, worker))
             self._consume(self._topology.reply_queue(job, worker), worker)
 
     def receive(self, timeout: float) -> Delivery | None:
@@ -135,8 +140,7 @@ class RabbitBroker(Broker):
         tag = tag_of(delivery)
         if self._closed or tag.generation != self._link.generation:
             return  # from a closed connection: the broker redelivers it, and it fails again
-        self._publish_dead_letter(delivery.body(), reason, delivery.source)
-        self._ack(tag)
+        self._settle_failed(tag, delivery.body(), reason, delivery.source)
 
     def take_dead_letter(self, timeout: float) -> DeadLetter | None:
         self._check_open()
@@ -215,6 +219,7 @@ class RabbitBroker(Broker):
 
     def _delete_queue(self, channel: Channel, queue: str) -> None:
         self._consumed.pop(queue, None)
+        self._reply_queues.discard(queue)
         consumer_tag = self._consumer_tags.pop(queue, None)
         if consumer_tag is not None:
             channel.basic_cancel(consumer_tag)
@@ -239,10 +244,11 @@ class RabbitBroker(Broker):
                     channel.basic_publish(exchange, key, data, properties, mandatory=True)
                 except px.UnroutableError as e:
                     raise Unroutable(f"no queue for {what}: is it running?") from e
-                except px.NackError as e:
-                    raise BrokerError(f"RabbitMQ could not take a message for {what} (nack)") from e
+                except px.NackError as e:  # a full queue with x-overflow reject-publish, ...
+                    raise PublishRejected(f"RabbitMQ refused a message for {what} (nack: a full "
+                                          "queue, or one that takes none)") from e
 
-        self._link.call(send)
+        self._link.call(send, publishing=True)
 
     def _publish_dead_letter(self, body: Body, reason: str, source: str) -> None:
         # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.
@@ -285,26 +291,38 @@ class RabbitBroker(Broker):
 
     def _accept(self, message: Raw) -> None:
         generation = self._link.generation  # the inbox is emptied whenever the channel changes
-        piece = message.piece
+        piece, queue = message.piece, message.queue
         if not chunks.is_piece(message.headers):
             tag = Tag(generation, (piece,))
+            attempts = self._redeliveries.attempts(queue, message.headers, piece.redelivered,
+                                                   lambda: fingerprint(message.body))
             delivery = Delivery([message.body], message.source, tag, piece.redelivered,
-                                message.headers, piece.user_id)
-            self._deliver(message.queue, delivery)
+                                message.headers, piece.user_id, attempts)
+            self._deliver(queue, delivery)
             return
-        outcome = self._reassembler.offer(message.queue, message.headers, message.body, piece)
+        # On a reply queue with senders verified, only its worker may start a chunked message.
+        expected = message.source if self._settings.verify_senders and queue in self._reply_queues else None
+        outcome = self._reassembler.offer(queue, message.headers, message.body, piece,
+                                          piece.user_id, expected)
         if isinstance(outcome, chunks.Assembled):
             redelivered = any(piece.redelivered for piece in outcome.tags)
             tag = Tag(generation, tuple(outcome.tags))
+            message_id = outcome.message_id.encode()
+            attempts = self._redeliveries.attempts(queue, outcome.headers, redelivered, lambda: message_id)
             delivery = Delivery(outcome.parts, message.source, tag, redelivered, outcome.headers,
-                                common_user(outcome.tags))
-            self._deliver(message.queue, delivery)
+                                common_user(outcome.tags), attempts)
+            self._deliver(queue, delivery)
         elif isinstance(outcome, chunks.Dropped):
             self._drop(outcome, generation)
 
     def _deliver(self, queue: str, delivery: Delivery) -> None:
-        dead = queue == self._topology.dead_letter_queue
-        (self._dead if dead else self._ready).append(delivery)
+        if queue == self._topology.dead_letter_queue:
+            self._dead.append(delivery)
+        elif delivery.attempts > self._settings.max_deliveries:  # it killed its consumer each time
+            reason = poison_reason(delivery.attempts, self._settings.max_deliveries)
+            self._settle_failed(tag_of(delivery), delivery.body(), reason, delivery.source)
+        else:
+            self._ready.append(delivery)
 
     def _drop(self, dropped: chunks.Dropped[Piece], generation: int) -> None:
         """A chunked message that cannot be assembled: dead-letter it (once) and ack its pieces."""
@@ -312,8 +330,34 @@ class RabbitBroker(Broker):
         if dropped.error is not None and not from_dead_letters:
             source = self._consumed.get(dropped.origin, "")
             log.warning("dead-lettering a chunked message from %s: %s", dropped.origin, dropped.error)
-            self._publish_dead_letter(b"", str(dropped.error), source)
+            self._settle_failed(Tag(generation, tuple(dropped.tags)), b"", str(dropped.error), source)
+            return
         self._ack(Tag(generation, tuple(dropped.tags)))
+
+    def _settle_failed(self, tag: Tag, body: Body, reason: str, source: str) -> None:
+        """Publish the dead letter with its reason and ack the pieces; when the dead-letter
+        exchange refuses this user (a provisioned worker may not write it), reject them instead:
+        the queue's own dead-lettering moves them, with RabbitMQ's reason "rejected"."""
+        if self._dead_letters_writable:
+            try:
+                self._publish_dead_letter(body, reason, source)
+                self._ack(tag)
+                return
+            except PublishRejected as e:
+                refused = isinstance(e.__cause__, px.ChannelClosedByBroker)
+                self._dead_letters_writable = not refused  # a 403 stays: not asked again
+                log.info("dead letters go through queue rejection: %s", e)
+        log.warning("dead-lettering a message from %s: %s", source or "?", reason[:MAX_REASON])
+        self._reject(tag)
+
+    def _reject(self, tag: Tag) -> None:
+        def reject(channel: Channel) -> None:
+            if tag.generation == self._link.generation:
+                for piece in tag.pieces:
+                    channel.basic_nack(piece.tag, requeue=False)
+
+        if not self._closed:
+            self._link.call(reject)
 
     def _ack(self, tag: Tag) -> None:
         def ack(channel: Channel) -> None:

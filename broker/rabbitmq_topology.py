@@ -11,6 +11,7 @@ deliveries, never sees a refusal. The guest/dev path declares everything, as bef
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,8 @@ from broker.topology import Topology
 from protocol.errors import BrokerError
 
 Channel = Any  # pika ships no type hints
-ACCESS_REFUSED, NOT_FOUND = 403, 404
+ACCESS_REFUSED, NOT_FOUND, MISMATCH = 403, 404, 406
+log = logging.getLogger("fedmq.broker")
 
 
 def reply_queue_arguments(settings: BrokerSettings) -> dict[str, object]:
@@ -41,15 +43,33 @@ def declare_exchanges(channel: Channel, topology: Topology) -> None:
         side.exchange_declare(topology.task_exchange, "direct", durable=True)
         side.exchange_declare(topology.reply_exchange, "direct", durable=True)
         side.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
-        side.queue_declare(topology.dead_letter_queue, durable=True, arguments=topology.queue_arguments())
-        side.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
 
     def check(side: Channel) -> None:
         for exchange in (topology.task_exchange, topology.reply_exchange, topology.dead_letter_exchange):
             side.exchange_declare(exchange, passive=True)
-        side.queue_declare(topology.dead_letter_queue, passive=True)
 
     _declare(channel, f"the exchanges of prefix {topology.prefix!r}", declare, check)
+    declare_dead_letter_queue(channel, topology)
+
+
+def declare_dead_letter_queue(channel: Channel, topology: Topology) -> None:
+    """The bounded dead-letter queue. One declared unbounded by an older fedmq is used as it is,
+    with a warning: RabbitMQ refuses to change a queue's arguments (406)."""
+    queue = topology.dead_letter_queue
+
+    def declare(side: Channel) -> None:
+        side.queue_declare(queue, durable=True, arguments=topology.dead_letter_queue_arguments())
+        side.queue_bind(queue, topology.dead_letter_exchange)
+
+    try:
+        _declare(channel, f"dead-letter queue {queue}", declare, _exists(queue))
+    except BrokerError as e:
+        if not isinstance(e.__cause__, px.ChannelClosedByBroker) or e.__cause__.reply_code != MISMATCH:
+            raise
+        log.warning("dead-letter queue %s exists without fedmq's bounds (declared by an older "
+                    "version?): it stays unbounded until it is deleted (rabbitmqctl delete_queue %s) "
+                    "and redeclared", queue, queue)
+        _on_side_channel(channel, _exists(queue))
 
 
 def declare_task_queue(channel: Channel, topology: Topology, worker: str) -> None:

@@ -29,12 +29,20 @@ class BrokerSettings:
     # a flood, or a coordinator gone for days, cannot fill the broker's memory or disk.
     reply_queue_max_length: int = 10_000
     reply_queue_max_bytes: int = 2 << 30
+    # A message delivered this many times without being acked is dead-lettered on its next
+    # delivery (broker.poison): a message that kills its consumer is not retried forever.
+    max_deliveries: int = 5
+    # Chunked messages on a job's reply queue must be announced by that queue's worker (AMQP
+    # user_id): set with credentials in use, it drops another's announcement before it costs.
+    verify_senders: bool = False
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
             raise ValueError("--tls-key needs --tls-cert")
         if self.reply_queue_max_length < 1 or self.reply_queue_max_bytes < 1:
             raise ValueError("reply queue bounds must be positive")
+        if self.max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be at least 1, got {self.max_deliveries}")
 
     @property
     def uses_tls_files(self) -> bool:
@@ -49,7 +57,7 @@ class BrokerSettings:
 def open_broker(settings: BrokerSettings, hub: MemoryHub | None = None) -> Broker:
     """A connected Broker for `settings.url`; BrokerUnreachable when nothing answers there."""
     if settings.url.startswith("memory:"):
-        return MemoryBroker(hub or MemoryHub(settings.topology))
+        return MemoryBroker(hub or MemoryHub(settings.topology, settings.max_deliveries))
     from broker.rabbitmq import RabbitBroker  # pika loads only when RabbitMQ is used
 
     return RabbitBroker(settings)

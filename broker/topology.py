@@ -24,10 +24,16 @@ class Topology:
     # "quorum": every queue replicated across a RabbitMQ cluster (Raft). Fixed when a queue is
     # declared, so it is a setting of the topology, not a broker policy.
     queue_type: str = "classic"
+    # The dead-letter queue's bounds: past either, its oldest letters are dropped, so a flood of
+    # rejected messages cannot fill the broker's memory or disk.
+    dead_letter_max_length: int = 100_000
+    dead_letter_max_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         if self.queue_type not in QUEUE_TYPES:
             raise ValueError(f"queue type must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+        if self.dead_letter_max_length < 1 or self.dead_letter_max_bytes < 1:
+            raise ValueError("the dead-letter queue's bounds must be positive")
 
     def queue_arguments(self) -> dict[str, object]:
         """Arguments every durable fedmq queue carries: its type, when not the default classic
@@ -63,6 +69,12 @@ class Topology:
 
     def reply_queue(self, job: str, worker: str) -> str:
         return f"{self.prefix}.replies.{self.reply_key(job, worker)}"
+
+    def dead_letter_queue_arguments(self) -> dict[str, object]:
+        """Bounded in letters and bytes, the oldest dropped first (drop-head)."""
+        return {"x-max-length": self.dead_letter_max_length,
+                "x-max-length-bytes": self.dead_letter_max_bytes,
+                "x-overflow": "drop-head", **self.queue_arguments()}
 
     def task_queue_arguments(self) -> dict[str, object]:
         """A task queue's arguments, the same wherever it is declared (clients, provisioning)."""

@@ -1,7 +1,8 @@
 """The `fedmq` command: worker, train, demo.
 
 Settings are built here, once, from the arguments; nothing below reads the environment.
-Exit codes: 0 done, 1 training failed, 2 usage or connection error.
+Exit codes: 0 done, 1 training failed (a broker failure mid-run included), 2 usage error or
+broker unreachable.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from broker.settings import MEMORY_URL, BrokerSettings
 from coordinator.cli_broker import (
     add_broker_command,
     add_connection_options,
+    add_worker_security_options,
     broker_settings,
     check_worker_credentials,
+    task_senders,
     verify_senders,
 )
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
 from coordinator.job import TrainingJob
 from coordinator.settings import TrainSettings, default_job_name
-from protocol.errors import BrokerError, FedmqError, TaskError
+from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
 from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
@@ -46,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except (ValueError, TaskError) as e:
         return _fail(EXIT_USAGE, str(e))
-    except BrokerError as e:
+    except BrokerUnreachable as e:
         return _fail(EXIT_USAGE, str(e))
+    except BrokerError as e:  # connected, then the broker failed or refused: the run failed
+        return _fail(EXIT_FAILED, f"training failed: {e}" if args.run is _train else str(e))
     except FedmqError as e:
         return _fail(EXIT_FAILED, f"training failed: {e}")
     except KeyboardInterrupt:
@@ -78,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-object-bytes", type=int, default=1 << 30, help="their bytes (default 1 GiB)")
     worker.add_argument("--client-ttl", type=float, default=600.0, help="seconds after which a silent "
                         "client's objects are freed (default 600)")
+    add_worker_security_options(worker)
     _broker_options(worker, default=LOCAL_RABBITMQ, log_level="info")
     worker.set_defaults(run=_worker)
 
@@ -163,7 +169,8 @@ def _worker(args: argparse.Namespace) -> int:
     shard = ShardSpec.parse(args.shard, partition=args.partition)
     settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads,
                               allow_get=args.allow_get, max_objects=args.max_objects,
-                              max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl)
+                              max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl,
+                              task_senders=task_senders(args))
     run_worker(settings, _broker_settings(args))
     return 0
 

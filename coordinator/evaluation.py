@@ -14,7 +14,7 @@ from coordinator.aggregation import weighted_mean
 from coordinator.proxy import RemoteWorker
 from coordinator.rounds import Collected, ReplyCollector
 from coordinator.settings import TrainSettings
-from protocol.errors import Unroutable
+from protocol.errors import PublishRejected, Unroutable
 from protocol.messages import Reply, Weights
 from worker.task import Task
 
@@ -50,7 +50,7 @@ class Evaluator:
             try:
                 worker = RemoteWorker(self._broker, name)
                 asked[worker.evaluate(self._settings.job, round_, weights, self._settings.round_timeout_s)] = name
-            except Unroutable:
+            except (Unroutable, PublishRejected):
                 continue  # evaluation is best effort: training already succeeded
         collector = ReplyCollector(self._broker, self._settings.job, round_, asked,
                                    verify_senders=self._settings.verify_senders)

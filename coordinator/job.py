@@ -25,7 +25,7 @@ from coordinator.rounds import Collected, ReplyCollector
 from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
 from coordinator.strategy import FedAvg, Failure, Strategy
-from protocol.errors import TrainingFailed, Unroutable
+from protocol.errors import PublishRejected, TrainingFailed, Unroutable
 from protocol.messages import Reply, TrainConfig, Weights
 from worker.task import Task, load_task
 
@@ -125,7 +125,7 @@ class TrainingJob:
             try:
                 expires_in_s = max(deadline - time.monotonic(), 0.001)
                 asked[worker.train(self.settings.job, round_, weights, config, expires_in_s)] = worker.name
-            except Unroutable as e:
+            except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's
                 failures.append(Failure(worker.name, str(e)))
         return asked, failures
 

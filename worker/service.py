@@ -8,8 +8,15 @@ mid-task loses nothing: the broker hands the task out again.
 A task the worker cannot run (undecodable bytes, the wrong message kind, weights that do not fit
 the task's model, a user `train` that raises) goes to the dead-letter queue with its reason, and
 the coordinator is told through an ErrorReply whenever the task names a job. The worker goes on
-serving: one bad message never ends a long-running worker. Broker failures (BrokerError) do end
+serving: one bad message never ends a long-running worker. A reply the broker refuses
+(PublishRejected: a full queue, an exchange this user may not write) is that task's failure: it is
+dead-lettered and the worker serves on. Only a connection lost for good (BrokerError) ends
 `serve`; the unacknowledged task then returns to its queue.
+
+With `task_senders` set (credentials in use), a message is run only when its AMQP user_id, which
+RabbitMQ vouches for, is one of them (the provisioned coordinator, principals the operator
+lists); anything else is dead-lettered unread. A principal that may train can still learn from
+the updates it receives: see the README's security section.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 
 from broker.base import Broker, Delivery
 from protocol.commands import CommandBatch
-from protocol.errors import BrokerError, DecodeError, TaskError, Unroutable
+from protocol.errors import BrokerError, DecodeError, PublishRejected, TaskError, Unroutable
 from protocol.messages import (
     ErrorReply,
     EvaluateTask,
@@ -85,11 +92,18 @@ class WorkerService:
             self._heartbeat.tick()  # `fedmq status` sees the worker online, with what it answered
             delivery = self._broker.receive(timeout=self._settings.poll_s)
             if delivery is not None:
-                self.handle(delivery)
+                try:
+                    self.handle(delivery)
+                except PublishRejected as e:  # a refused publish is this message's failure only
+                    self._reject(delivery, _clip(f"the broker refused a publish for it: {e}"))
             self.remote.expire()
 
     def handle(self, delivery: Delivery) -> None:
         """Run one delivered task to its end: replied and acked, or dead-lettered."""
+        refusal = self._sender_refusal(delivery)
+        if refusal is not None:
+            self._reject(delivery, refusal)
+            return
         message = self._decode(delivery)
         if message is None:
             return
@@ -123,11 +137,24 @@ class WorkerService:
             # Nothing would ever take this reply, and requeueing would only repeat the work.
             log.warning("job %s round %d: no reply queue (the job is gone); %s result dropped",
                         message.job, message.round, kind)
+        except PublishRejected as e:  # a full reply queue, a refused exchange: this task's failure
+            self._reject(delivery, _clip(f"job {message.job} round {message.round}: the broker refused "
+                                         f"the {kind} reply: {e}"))
+            return
         self._answered.add(key)
         self._broker.ack(delivery)  # only now: the reply is confirmed (or has nowhere to go)
         self._heartbeat.answered(message.job, message.round)
         log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
                  self._num_examples, seconds)
+
+    def _sender_refusal(self, delivery: Delivery) -> str | None:
+        """Why the delivery's publisher may not send this worker anything; None when it may."""
+        senders = self._settings.task_senders
+        if senders is None or delivery.user_id in senders:
+            return None
+        who = "no user_id" if delivery.user_id is None else f"user {delivery.user_id[:100]!r}"
+        return (f"refused unread: a message from {who}; worker {self.worker_id!r} takes tasks and "
+                f"commands only from {', '.join(sorted(senders))} (--task-senders)")
 
     def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | CommandBatch | None:
         """The task in `delivery`, or None after dead-lettering what is not a task."""
@@ -210,6 +237,8 @@ class WorkerService:
             self._broker.publish_reply(task.job, self.worker_id, encode_message(error))
         except Unroutable:
             log.warning("job %s has no reply queue (the job is gone); error reply dropped", task.job)
+        except PublishRejected as e:
+            log.warning("job %s: the broker refused the error reply: %s", task.job, e)
         self._broker.dead_letter(delivery, reason)
 
     def _reject(self, delivery: Delivery, reason: str) -> None:

@@ -35,6 +35,10 @@ class WorkerSettings:
     max_objects: int = 10_000  # remote objects held for all clients together
     max_object_bytes: int = 1 << 30  # their bytes, for all clients together
     client_ttl_s: float = 600.0  # a client silent this long is gone: its objects are freed
+    # AMQP users whose tasks and commands this worker runs (None: anyone who can reach its
+    # queue, the guest/dev setup). With credentials: the provisioned coordinator plus
+    # --task-senders; RabbitMQ vouches for each message's user_id.
+    task_senders: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         check_name("worker", self.worker_id)
@@ -44,6 +48,8 @@ class WorkerSettings:
             raise ValueError("max_objects, max_object_bytes and client_ttl_s must be positive")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
+        if self.task_senders is not None and not self.task_senders:
+            raise ValueError("task_senders must name at least one user (or be None: anyone)")
         if not self.poll_s > 0:
             raise ValueError(f"poll_s must be positive, got {self.poll_s}")
 

@@ -184,19 +184,21 @@ def test_an_idle_partial_message_expires_and_progress_keeps_it_alive() -> None:
     assert reassembler.waiting_origins() == []
 
 
-def test_pending_bytes_are_bounded() -> None:
-    # Given a reassembler that may hold 100 bytes of partial messages, one 80-byte message pending
+def test_pending_bytes_are_bounded_by_what_arrived() -> None:
+    # Given a reassembler that may hold 100 bytes of partial messages per origin, and two 80-byte
+    # messages announced on it (an announcement reserves nothing)
     reassembler: Reassembler[int] = Reassembler(timeout_s=10, max_pending_bytes=100)
     first = list(split(b"1" * 80, chunk_size=40, message_id="first"))
-    feed(reassembler, first[:1])
-    # When a second 80-byte message is announced
     second = list(split(b"2" * 80, chunk_size=40, message_id="second"))
-    outcomes = feed(reassembler, second[:1], first_tag=10)
-    # Then the second is dropped for the memory bound, and the first still completes
+    assert feed(reassembler, first[:2]) == [] and feed(reassembler, second[:2], first_tag=10) == []
+    assert reassembler.pending_bytes == 80
+    # When the first's last chunk would make 120 bytes held
+    outcomes = feed(reassembler, first[2:], first_tag=2)
+    # Then the first is dropped for the memory bound, and the second still completes
     assert len(outcomes) == 1 and isinstance(outcomes[0], Dropped)
     assert "more than 100 bytes" in str(outcomes[0].error)
-    done = feed(reassembler, first[1:], first_tag=1)
-    assert [b"".join(o.parts) for o in done if isinstance(o, Assembled)] == [b"1" * 80]
+    done = feed(reassembler, second[2:], first_tag=12)
+    assert [b"".join(o.parts) for o in done if isinstance(o, Assembled)] == [b"2" * 80]
 
 
 def test_the_same_message_id_on_two_origins_is_two_messages() -> None:
@@ -213,7 +215,7 @@ def test_the_same_message_id_on_two_origins_is_two_messages() -> None:
 def test_clear_forgets_partial_messages() -> None:
     reassembler: Reassembler[int] = Reassembler(timeout_s=10)
     feed(reassembler, list(split(b"z" * 20, chunk_size=10))[:2])
-    assert reassembler.pending_bytes == 20
+    assert reassembler.pending_bytes == 10
     reassembler.clear()
     assert reassembler.pending_bytes == 0
     assert reassembler.waiting_origins() == []

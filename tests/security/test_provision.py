@@ -27,14 +27,15 @@ def _allowed(regex: str) -> set[str]:
     return {name for name in NAMES if re.search(regex, name)}
 
 
-def test_a_worker_reads_only_its_queue_writes_only_replies_and_dead_letters_configures_nothing() -> None:
+def test_a_worker_reads_only_its_queue_writes_only_replies_configures_nothing() -> None:
     # Given alice's provisioned credentials
     alice = provision(["alice", "bob"], "coord", "v", "fl").credentials[0]
     # When her permission regexes are matched against fedmq's names
     granted = permissions(alice, T)
-    # Then she may read her task queue, publish to the reply and dead-letter exchanges, nothing more
+    # Then she may read her task queue and publish to the reply exchange, nothing more: not to the
+    # dead-letter exchange, where she could push others' letters out of the bounded queue
     assert _allowed(granted["read"]) == {"fl.tasks.alice"}
-    assert _allowed(granted["write"]) == {"fl.replies", "fl.dlx"}
+    assert _allowed(granted["write"]) == {"fl.replies"}
     assert _allowed(granted["configure"]) == set()
 
 
@@ -65,23 +66,27 @@ def test_definitions_declare_the_topology_every_worker_needs() -> None:
     assert {e["name"]: e["type"] for e in definitions["exchanges"]} == {
         "fl.tasks": "direct", "fl.replies": "direct", "fl.dlx": "fanout", "fl.presence": "fanout"}
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
-    assert queues == {"fl.dead-letters": {}, "fl.tasks.alice": {"x-dead-letter-exchange": "fl.dlx"},
+    bounded = {"x-max-length": 100_000, "x-max-length-bytes": 1 << 30, "x-overflow": "drop-head"}
+    assert queues == {"fl.dead-letters": bounded, "fl.tasks.alice": {"x-dead-letter-exchange": "fl.dlx"},
                       "fl.tasks.bob": {"x-dead-letter-exchange": "fl.dlx"}}
     assert {(b["source"], b["destination"], b["routing_key"]) for b in definitions["bindings"]} == {
         ("fl.dlx", "fl.dead-letters", ""), ("fl.tasks", "fl.tasks.alice", "alice"), ("fl.tasks", "fl.tasks.bob", "bob")}
 
 
-def test_the_cli_writes_owner_only_files_whose_urls_log_in(tmp_path: Path) -> None:
+def test_the_cli_writes_owner_only_credentials_and_broker_readable_definitions(tmp_path: Path) -> None:
     # When the CLI provisions two workers for an amqps endpoint
     code = main(["broker", "provision", "--workers", "alice,bob", "--vhost", "fed/eu",
                  "--endpoint", "amqps://broker.example:5671", "--out", str(tmp_path / "out")])
-    # Then it writes the definitions and three credentials files, readable by their owner only
+    # Then it writes three credentials files readable by their owner only, and the definitions
+    # (salted hashes only) readable by the broker's user, in a directory it may enter
     assert code == 0
     files = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert files == ["alice.json", "bob.json", "coordinator.json", "definitions.json"]
-    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in (tmp_path / "out").iterdir())
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "out").iterdir()}
+    assert modes == {"alice.json": 0o600, "bob.json": 0o600, "coordinator.json": 0o600, "definitions.json": 0o644}
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) & 0o005 == 0o005
     alice = load_credentials(tmp_path / "out" / "alice.json")
-    assert (alice.role, alice.vhost, alice.prefix) == ("worker", "fed/eu", "fedmq")
+    assert (alice.role, alice.vhost, alice.prefix, alice.coordinator) == ("worker", "fed/eu", "fedmq", "coordinator")
     assert alice.url == f"amqps://alice:{alice.password}@broker.example:5671/fed%2Feu"
 
 

@@ -9,6 +9,7 @@ has no gradient. A round without replies leaves the model and the optimizer's st
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -90,8 +91,9 @@ class _ServerOptimizer(Strategy):
     def metrics(self) -> StrategyMetrics:
         return dict(self._metrics)
 
+    @abstractmethod
     def _step(self, name: str, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """x after one server step on this entry, given its mean delta."""
 
     def _check_state(self, weights: Weights) -> None:
         """Called before a step: a restored state must fit the model it is applied to."""
@@ -166,8 +168,9 @@ class _Adaptive(_ServerOptimizer):
             return configs
         return {worker: replace(config, lr=self.eta_l) for worker, config in configs.items()}
 
+    @abstractmethod
     def _second_moment(self, v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """v_t from v_{t-1} and the mean delta d_t."""
 
     def _step(self, name: str, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         m = self._m[name] if name in self._m else torch.zeros_like(delta)

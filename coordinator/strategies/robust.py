@@ -14,6 +14,7 @@ with fewer replies than the rule needs (see `min_replies`) raises TrainingFailed
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -63,8 +64,9 @@ class _Cohort(Strategy):
     def _requirement(self) -> str:
         return ""
 
+    @abstractmethod
     def _aggregate(self, workers: list[str], updates: list[Weights]) -> Weights:
-        raise NotImplementedError
+        """The delta of this round from the cohort, ordered by worker name."""
 
     def _coordinatewise(self, updates: list[Weights], rule: Callable[[torch.Tensor], torch.Tensor]) -> Weights:
         return coordinatewise(self._weights, updates, rule)

@@ -6,13 +6,11 @@ names are `Tensor.<method>` (called on a tensor), `torch.<function>`, `F.<functi
 (torch.nn.functional), `op.<operator>` (Python operators, `r...` reversed) and the special ops of
 worker.remote.executor. The client uses the same table to name what it sends.
 
-Three more sets classify ops by base name (the part after the dot):
-- STRUCTURAL ops move, select, reshape or cast values without computing new ones: their result
-  keeps its inputs' taint, so a slice of private data is still private (worker.remote.store).
-- POINTWISE ops give one element per element of their broadcast inputs: their result's size is
-  known from the shapes alone. BOUNDED ops give no more elements than their largest input.
-  Every other op is first run on meta tensors (no memory) to learn its result's size, so one op
-  cannot allocate beyond the worker's byte cap.
+STRUCTURAL ops (by base name, the part after the dot) move, select, reshape or cast values
+without computing new ones: their result keeps its inputs' taint, so a slice of private data is
+still private (worker.remote.store). Every op is first run on meta tensors (no memory) to learn
+what it would allocate, intermediates included, so one op cannot allocate beyond the caps
+(worker.remote.sizing).
 """
 
 from __future__ import annotations
@@ -81,11 +79,6 @@ OPERATORS: dict[str, Callable[..., Any]] = {
 STRUCTURAL = frozenset(_SHAPES.split()) | frozenset([
     "getitem", "cat", "stack", "hstack", "vstack", "to", "where", "masked_fill", "max", "min", "amax", "amin",
     "median", "mode", "kthvalue", "sort", "topk", "cummax", "cummin", "diag"])
-POINTWISE = (frozenset(_ELEMENTWISE.split()) | frozenset(_ACTIVATIONS.split()) | frozenset(OPERATORS)) - {
-    "matmul", "rmatmul", "getitem", "softmax", "log_softmax"}
-BOUNDED = (frozenset(_REDUCTIONS.split()) | frozenset(_SHAPES.split()) | {"softmax", "log_softmax", "t"}) - {
-    "expand", "expand_as", "repeat", "index_select", "gather", "float", "double", "half", "bfloat16", "long",
-    "int", "short", "bool", "type_as"}
 
 # Layers a module sent by a client may be built from (worker.remote.layers), by class name.
 LAYERS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (

@@ -43,23 +43,33 @@ class Context:
             raise OpFailure("failed", f"object #{arg.id} is a {type(entry.value).__name__}, not a {kind.__name__}")
         return entry, entry.value
 
-    def resolve(self, session: Session, arg: Arg, taints: list[Taint]) -> Any:  # noqa: ANN401 - an operand
-        """`arg` with references replaced by the tensors they name, literals on the worker's device."""
+    def resolve(self, session: Session, arg: Arg, taints: list[Taint],
+                used: list[tuple[torch.Tensor, Taint]] | None = None) -> Any:  # noqa: ANN401 - an operand
+        """`arg` with references replaced by the tensors they name, literals on the worker's device.
+
+        Each stored tensor's taint goes to `taints`; the tensor and its taint also to `used`.
+        """
         if isinstance(arg, Ref):
             entry, tensor = self.entry(session, arg, torch.Tensor)
             taints.append(entry.taint)
+            if used is not None:
+                used.append((tensor, entry.taint))
             return tensor
         if isinstance(arg, torch.Tensor):  # a copy: the decoded literal is a read-only view of the message
             return arg.to(self.device, copy=True)
         if isinstance(arg, (tuple, list)):
-            return type(arg)(self.resolve(session, item, taints) for item in arg)
+            return type(arg)(self.resolve(session, item, taints, used) for item in arg)
         if isinstance(arg, (ModuleSpec, dict)):
             raise OpFailure("failed", "modules and weights are operands of `module` and `task_model` only")
         return arg
 
+    @property
+    def policy(self) -> str:
+        """This worker's --allow-get, as the flag spells it."""
+        return {Taint.PUBLIC: "none", Taint.DERIVED: "derived", Taint.PRIVATE: "all"}[self.allow_get]
+
     def check_leaving(self, entry: Entry, object_id: int, what: str) -> None:
         """OpFailure("permission") unless this worker's --allow-get lets the entry leave."""
         if entry.taint > self.allow_get:
-            policy = {Taint.PUBLIC: "none", Taint.DERIVED: "derived", Taint.PRIVATE: "all"}[self.allow_get]
             raise OpFailure("permission", f"{what} of object #{object_id} refused: it is {entry.taint.name.lower()} "
-                                          f"data and worker {self.worker!r} runs with --allow-get {policy}")
+                                          f"data and worker {self.worker!r} runs with --allow-get {self.policy}")

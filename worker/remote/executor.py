@@ -5,22 +5,26 @@ their results marked lost (so a later op that uses one says why it is missing), 
 and `close`, which always run so that a failure never leaks objects. A `move` pauses the batch:
 its message must be published from the connection's thread (worker.remote.handler), after
 which the batch goes on from the next op.
+
+Each tensor op is sized on meta tensors before it runs (worker.remote.sizing) and refused when it
+cannot be sized or does not fit. A result that shares memory with an operand keeps at least that
+operand's taint (worker.remote.aliases). A result whose shape depends on values (a mask's count)
+is refused when those values may not leave the worker. When an op fails on operands more private
+than --allow-get lets out, torch's message (which can spell out values) is replaced by its type.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from protocol.commands import Op, OpError
-from protocol.operands import Value
-from worker.remote import allowlist
+from protocol.operands import Ref, Value
+from worker.remote import aliases, allowlist, sizing
 from worker.remote.context import Context, Outgoing
 from worker.remote.specials import SPECIALS
 from worker.remote.store import Entry, OpFailure, Session, Taint, combine, size_of
@@ -54,7 +58,7 @@ class Executor:
             except OpFailure as e:
                 outcome.error = OpError(index, op.name, e.reason, e.kind)
             except Exception as e:  # torch's own complaints: shapes, dtypes, autograd
-                outcome.error = OpError(index, op.name, f"{type(e).__name__}: {e}")
+                outcome.error = OpError(index, op.name, self._complaint(session, op, e))
             else:
                 if isinstance(result, Outgoing):
                     outcome.outgoing = dataclasses.replace(result, index=index)
@@ -82,6 +86,15 @@ class Executor:
         with contextlib.suppress(OpFailure):  # malformed: the batch already reports a failure
             SPECIALS[op.name](self.context, session, op)
 
+    def _complaint(self, session: Session, op: Op, error: Exception) -> str:
+        """Torch's text, unless an operand is more private than may leave: its text can spell out
+        values ("Target 8 is out of bounds"), so then only the exception's type is told."""
+        taint = max((entry.taint for entry in _entries(session, (op.args, op.kwargs))), default=Taint.PUBLIC)
+        if taint <= self.context.allow_get:
+            return f"{type(error).__name__}: {error}"
+        return (f"{type(error).__name__} (torch's message is withheld: an operand is {taint.name.lower()} data and "
+                f"worker {self.context.worker!r} runs with --allow-get {self.context.policy})")
+
     @staticmethod
     def _lose(session: Session, op: Op, error: OpError) -> None:
         because = f"op {error.op!r} failed before it" if error.index >= 0 else error.reason
@@ -102,30 +115,30 @@ class Executor:
             raise OpFailure("refused", "F.one_hot needs num_classes here")
         fn = allowlist.function(op.name)
         taints: list[Taint] = []
-        args = tuple(context.resolve(session, arg, taints) for arg in op.args)
-        kwargs = {key: context.resolve(session, arg, taints) for key, arg in given.items()}
+        used: list[tuple[torch.Tensor, Taint]] = []
+        args = tuple(context.resolve(session, arg, taints, used) for arg in op.args)
+        kwargs = {key: context.resolve(session, arg, taints, used) for key, arg in given.items()}
         if space == "torch" and base in allowlist.CREATION | {"zeros_like", "ones_like", "full_like"}:
             kwargs["device"] = context.device  # the worker, not the client, chooses devices
-        self._check_size(op, base, fn, args, kwargs)
+        size = sizing.size_call(op.name, fn, args, kwargs)  # before anything is allocated
+        self._check_shape_deciders(op, size, used)
+        context.store.check_room(0, size.nbytes, op.name)
         results = _as_tensors(op, fn(*args, **kwargs))
         taint = combine(taints, structural=base in allowlist.STRUCTURAL)
         context.store.check_room(len(results), sum(size_of(t) for t in results), op.name)
         for out, tensor in zip(op.outs, results, strict=True):
-            context.store.put(session, out, Entry(tensor, taint, size_of(tensor)), op.name)
+            kept = aliases.at_least(taint, tensor, used)  # a view of an operand is as tainted as it
+            context.store.put(session, out, Entry(tensor, kept, size_of(tensor)), op.name)
 
-    def _check_size(self, op: Op, base: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
-        """OpFailure("capacity") when the op's result cannot fit, found before allocating it."""
-        if base in allowlist.BOUNDED:
-            return  # no larger than an input, which is already held
-        tensors = list(_tensors_in((args, kwargs)))
-        if base in allowlist.POINTWISE:
-            shape = torch.broadcast_shapes(*(t.shape for t in tensors)) if tensors else torch.Size()  # type: ignore[no-untyped-call]
-            need = math.prod(shape) * max((t.element_size() for t in tensors), default=8)
-        else:
-            need = _meta_bytes(fn, args, kwargs)
-        if need > self.context.store.room_left():
-            self.context.store.check_room(0, need, op.name)
+    def _check_shape_deciders(self, op: Op, size: sizing.Size, used: list[tuple[torch.Tensor, Taint]]) -> None:
+        """OpFailure("permission") when the shape of the op's result would show values that may not
+        leave: a mask's count of selected elements is as telling as the mask."""
+        taint = max((t for tensor, t in used if any(tensor is d for d in size.deciders)), default=Taint.PUBLIC)
+        if taint > self.context.allow_get:
+            raise OpFailure("permission", f"{op.name}: the shape of its result would depend on the values of "
+                                          f"{taint.name.lower()} data (its mask), and worker {self.context.worker!r} "
+                                          f"runs with --allow-get {self.context.policy}: keep shapes fixed (multiply "
+                                          f"by the mask, or use where) instead of selecting")
 
 
 def _class_count(op: Op) -> int:
@@ -144,31 +157,15 @@ def _as_tensors(op: Op, result: object) -> list[torch.Tensor]:
     return items  # type: ignore[return-value]
 
 
-def _tensors_in(obj: object) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from _tensors_in(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _tensors_in(item)
-
-
-def _meta_bytes(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Bytes of the op's results, computed on meta tensors: shapes only, no memory."""
-    def meta(obj: Any) -> Any:  # noqa: ANN401
-        if isinstance(obj, torch.Tensor):
-            return torch.empty_strided(obj.shape, obj.stride(), dtype=obj.dtype, device="meta")
-        if isinstance(obj, (tuple, list)):
-            return type(obj)(meta(item) for item in obj)
-        return obj
-
-    meta_kwargs = {key: meta(value) for key, value in kwargs.items()}
-    if "device" in meta_kwargs:
-        meta_kwargs["device"] = "meta"
-    try:
-        result = fn(*meta(args), **meta_kwargs)
-    except Exception:  # no meta kernel, or a data-dependent shape: the real run will tell, then the cap
-        return 0
-    return sum(t.numel() * t.element_size() for t in _tensors_in(result))
+def _entries(session: Session, operands: object) -> Iterator[Entry]:
+    """The stored objects `operands` refer to (nested in tuples, lists and maps), those that exist."""
+    if isinstance(operands, Ref):
+        entry = session.objects.get(operands.id)
+        if entry is not None:
+            yield entry
+    elif isinstance(operands, (tuple, list)):
+        for item in operands:
+            yield from _entries(session, item)
+    elif isinstance(operands, dict):
+        for item in operands.values():
+            yield from _entries(session, item)

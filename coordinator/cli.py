@@ -25,9 +25,11 @@ from coordinator.cli_broker import (
 )
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
-from coordinator.job import TrainingJob
+from coordinator.job import TrainingJob, check_replies
+from coordinator.sampling import Sampling
 from coordinator.settings import TrainSettings, default_job_name
-from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, TaskError
+from coordinator.strategies import STRATEGIES, build_strategy
+from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
 from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
@@ -83,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-object-bytes", type=int, default=1 << 30, help="their bytes (default 1 GiB)")
     worker.add_argument("--client-ttl", type=float, default=600.0, help="seconds after which a silent "
                         "client's objects are freed (default 600)")
+    worker.add_argument("--max-client-objects", type=int, default=5_000, help="remote objects held "
+                        "for one client (default 5000)")
+    worker.add_argument("--max-client-bytes", type=int, default=512 << 20, help="their bytes, autograd's "
+                        "saved tensors and fetched copies included (default 512 MiB)")
+    worker.add_argument("--max-clients", type=int, default=64, help="remote clients at once (default 64)")
+    worker.add_argument("--remote-batch-seconds", type=float, default=10.0, help="compute budget of one "
+                        "batch of remote ops (default 10)")
+    worker.add_argument("--remote-share", type=float, default=0.5, help="most of the worker's time remote "
+                        "ops may take while it also trains (default 0.5)")
     add_worker_security_options(worker)
     _broker_options(worker, default=LOCAL_RABBITMQ, log_level="info")
     worker.set_defaults(run=_worker)
@@ -134,6 +145,13 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics-out", type=Path, help="append one JSON line per round here")
+    parser.add_argument("--strategy", default="fedavg", help="how updates are aggregated: "
+                        f"{', '.join(STRATEGIES)}, or module.path:Class (default fedavg)")
+    parser.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a strategy option, e.g. eta=0.01 or f=1 (repeatable)")
+    parser.add_argument("--sample", type=int, metavar="K", help="workers asked per round, drawn "
+                        "with --seed (default: all)")
+    parser.add_argument("--fraction", type=float, metavar="F", help="the share of workers asked per round")
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
@@ -154,8 +172,24 @@ def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
 def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra: object) -> TrainSettings:
     config = TrainConfig(lr=args.lr if args.lr is not None else _task_lr(args.task), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed)
-    return TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
-                         metrics_out=args.metrics_out, **extra)  # type: ignore[arg-type]
+    options = tuple(_option(text) for text in args.strategy_option)
+    try:
+        strategy = build_strategy(args.strategy, dict(options))  # fails here, not mid-run
+    except StrategyError as e:
+        raise ValueError(str(e)) from e
+    settings = TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
+                             metrics_out=args.metrics_out, strategy=args.strategy, strategy_options=options,
+                             sampling=Sampling(count=args.sample, fraction=args.fraction),
+                             **extra)  # type: ignore[arg-type]
+    check_replies(settings, strategy)
+    return settings
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--strategy-option takes KEY=VALUE (e.g. f=1), got {text!r}")
+    return key.strip(), value.strip()
 
 
 def _task_lr(task: str) -> float:
@@ -170,6 +204,9 @@ def _worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads,
                               allow_get=args.allow_get, max_objects=args.max_objects,
                               max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl,
+                              max_client_objects=args.max_client_objects,
+                              max_client_bytes=args.max_client_bytes, max_clients=args.max_clients,
+                              remote_batch_seconds=args.remote_batch_seconds, remote_share=args.remote_share,
                               task_senders=task_senders(args))
     run_worker(settings, _broker_settings(args))
     return 0

@@ -7,22 +7,33 @@
     y.get()                                 # waits: tensor(9.)
 
 Over RabbitMQ, `Federation("amqp://...")` and `fed.worker("bob")` for a running
-`fedmq worker --id bob`. The federation is one client: an unguessable client id names its
-session on every worker and the reply queues the workers answer it on (a job named by that id).
+`fedmq worker --id bob`; on a provisioned broker, `Federation.provisioned("coordinator.json")`.
+The federation is one client: a client id names its session on every worker and the reply
+queues the workers answer it on (a job named by that id). The id is seen by every worker the
+client uses, so it is not what guards the client's objects: a secret that never leaves this
+process is. Each batch to worker w carries HMAC(secret, w), and w binds the client's session to
+the first token (and AMQP user_id) it sees (worker.remote.store.Owner). With `verify_senders`
+(on for provisioned credentials) an answer is taken only when its AMQP user_id, which RabbitMQ
+vouches for, is the worker whose queue it came in, as the training coordinator checks replies.
 It is used from one thread; pointers freed by the garbage collector on any thread only queue a
 `free` (coordinator.pipeline).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
+import secrets
 import time
 import uuid
+from pathlib import Path
 from types import TracebackType
 
 from broker.base import Broker, Delivery
 from broker.memory import MemoryBroker, MemoryHub
+from broker.provision import COORDINATOR, load_credentials
 from broker.settings import BrokerSettings, open_broker
 from broker.topology import Topology
 from coordinator.handle import RemoteWorkerHandle
@@ -42,16 +53,19 @@ class Federation:
     """One client of the workers on one broker; see the module doc."""
 
     def __init__(self, broker: str | BrokerSettings | None = None, *, prefix: str = "fedmq",
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, verify_senders: bool = False) -> None:
         """`broker`: None for an in-process memory broker, an amqp:// URL, or BrokerSettings.
 
-        `timeout_s` bounds every wait for a worker's answer.
+        `timeout_s` bounds every wait for a worker's answer. `verify_senders`: take an answer
+        only when its AMQP user_id is its worker's name (workers with provisioned credentials).
         """
         if broker is None or isinstance(broker, str):
             broker = BrokerSettings(url=broker or "memory://", topology=Topology(prefix))
         self.settings = broker
         self.timeout_s = timeout_s
-        self.client = f"c-{uuid.uuid4().hex}"  # unguessable: it is the key to this client's objects
+        self.verify_senders = verify_senders
+        self.client = f"c-{uuid.uuid4().hex}"
+        self._secret = secrets.token_bytes(32)  # never sent: workers see only tokens derived from it
         self._hub = MemoryHub(broker.topology) if broker.url.startswith("memory:") else None
         self._broker: Broker = open_broker(broker, hub=self._hub)
         self._links: dict[str, WorkerLink] = {}
@@ -59,6 +73,16 @@ class Federation:
         self._threads: list[WorkerThread] = []
         self._ids = itertools.count(1)
         self._closed = False
+
+    @classmethod
+    def provisioned(cls, credentials: Path | str, *, timeout_s: float = 60.0) -> Federation:
+        """A client with a coordinator's credentials file (`fedmq broker provision`); answers'
+        senders are verified."""
+        login = load_credentials(Path(credentials))
+        if login.role != COORDINATOR:
+            raise ValueError(f"{credentials} holds {login.role} credentials: a client needs the coordinator's")
+        settings = BrokerSettings(url=login.url, topology=Topology(login.prefix))
+        return cls(settings, timeout_s=timeout_s, verify_senders=True)
 
     def spawn(self, name: str, *, task: str = "toy", shard: str | ShardSpec = "0/1",
               **settings: object) -> RemoteWorkerHandle:
@@ -92,7 +116,7 @@ class Federation:
             time.sleep(0.1)
         self._broker.declare_job(self.client, [name])
         self._broker.consume_replies(self.client, [name])
-        link = WorkerLink(self._broker, self.client, name, self.wait)
+        link = WorkerLink(self._broker, self.client, name, self.wait, self._token(name))
         self._links[name] = link
         self._handles[name] = RemoteWorkerHandle(self, link)
         return self._handles[name]
@@ -130,7 +154,16 @@ class Federation:
             if delivery is not None:
                 self._take(delivery)
 
+    def _token(self, worker: str) -> str:
+        """This client's token for `worker`: useless at any other worker, and no clue to the secret."""
+        return hmac.new(self._secret, worker.encode(), hashlib.sha256).hexdigest()
+
     def _take(self, delivery: Delivery) -> None:
+        forged = self._sender_error(delivery)
+        if forged:  # checked before decoding, as coordinator.rounds does: a forger's payload costs no parsing
+            log.warning("dead-lettering an answer from %s's queue: %s", delivery.source, forged)
+            self._broker.dead_letter(delivery, forged)
+            return
         try:
             message = decode_message(delivery.parts)
         except DecodeError as e:
@@ -144,6 +177,13 @@ class Federation:
         else:
             log.warning("dropped an unexpected %s on %s's reply queue", type(message).__name__, delivery.source)
         self._broker.ack(delivery)
+
+    def _sender_error(self, delivery: Delivery) -> str | None:
+        if not self.verify_senders or delivery.user_id == delivery.source:
+            return None
+        if delivery.user_id is None:
+            return f"an answer on worker {delivery.source!r}'s queue without a user_id"
+        return f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
 
     def close(self) -> None:
         """Free everything this client holds on its workers, stop spawned workers, disconnect."""

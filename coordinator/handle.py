@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, overload
 import torch
 from torch import nn
 
-from coordinator.pipeline import WorkerLink
+from coordinator.pipeline import Incoming, WorkerLink
 from coordinator.remote import RemoteModule, RemoteObject, RemoteOptimizer, RemoteTensor, result_count
 from protocol.codec import DTYPES
 from protocol.commands import KWARG_NAME, Op
+from protocol.errors import RemoteError
 from protocol.operands import Arg, ModuleSpec, Ref, StoreInfo, TensorMeta, Value
 from worker.remote import allowlist, layers
 
@@ -120,13 +121,17 @@ class RemoteWorkerHandle:
         return self.link.fetch(Op(name, (self._ref(pointer),)))
 
     def move_out(self, pointer: RemoteObject, worker: RemoteWorkerHandle) -> None:
-        """Send `pointer`'s object from here to `worker`, which waits for it before its next batch."""
+        """Send `pointer`'s object from here to `worker`, through this client (see coordinator.pipeline)."""
         if worker.federation is not self.federation:
             raise ValueError("a pointer moves only between workers of its own federation")
         if worker is self:
             return
-        self.link.add(Op("move", (self._ref(pointer), worker.name)))
-        worker.link.after(self.link, self.link.flush())
+        arrive = _arrival(pointer)
+        ref = self._ref(pointer)
+        meta = self.link.add(Op("meta", (ref,))) if isinstance(pointer, RemoteTensor) else None
+        value = self.link.add(Op("move", (ref,)))
+        self.link.flush()  # the source answers while the target's ops wait for it
+        worker.link.add(Incoming(self.link, value, meta, arrive))
 
     def operand(self, value: Operand) -> tuple[Arg, int]:
         """`value` as a wire operand, and the bytes of literal tensors in it."""
@@ -172,6 +177,32 @@ class TorchOn:
         def function(*args: Operand, **kwargs: Operand) -> Any:  # noqa: ANN401
             return self._worker.issue(f"torch.{name}", args, kwargs, result_count(f"torch.{name}", args, kwargs))
         return function
+
+
+def _arrival(pointer: RemoteObject) -> Callable[[Value, Value | None], Op]:
+    """How `pointer`'s object, fetched from its worker, is put on another; ValueError if it cannot move."""
+    object_id = pointer.id
+
+    def tensor(value: Value, meta: Value | None) -> Op:
+        if not isinstance(value, torch.Tensor) or not isinstance(meta, TensorMeta):
+            raise RemoteError(f"moving #{object_id}: its worker did not answer with a tensor")
+        kwargs: dict[str, Arg] = {"requires_grad": True} if meta.requires_grad else {}
+        return Op("send", (value,), kwargs, (object_id,))
+
+    def module(value: Value, meta: Value | None) -> Op:
+        if not isinstance(value, dict):
+            raise RemoteError(f"moving #{object_id}: its worker did not answer with weights")
+        structure = pointer.structure if isinstance(pointer, RemoteModule) else None
+        if structure is None:  # a task model: the other worker builds its own and loads these
+            return Op("task_model", (value,), {}, (object_id,))
+        return Op("module", (ModuleSpec(structure, value),), {}, (object_id,))
+
+    if isinstance(pointer, RemoteTensor):
+        return tensor
+    if isinstance(pointer, RemoteModule):
+        return module
+    raise ValueError(f"{type(pointer).__name__} #{object_id} cannot move: optimizers stay on their worker "
+                     f"(make a new one where its parameters are)")
 
 
 def _weights(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -10,6 +10,12 @@ wait on this worker, and forgotten once raised: later ops work again.
 Pointers freed by the garbage collector only queue their ids here (`release`, thread-safe, no
 I/O): the ids go out as a `free` op at the end of the next batch, after every op that could
 still use them, since an op can only be issued while its operands' pointers are alive.
+
+A move travels through the client: the source worker answers its `move` op with the object's
+value, and the target's link holds an `Incoming` in its buffer, in the move's place, which
+becomes the op that puts the object there once the source has answered. Workers of a
+provisioned broker may not publish tasks, and a worker runs only its clients' batches, so this
+is the one route a move has.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from dataclasses import dataclass
 
 from broker.base import Broker
 from protocol.commands import CommandBatch, CommandResult, Op, OpError
-from protocol.errors import OpNotAllowed, RemoteError, RemotePermissionError, StoreFull, Unroutable
+from protocol.errors import (
+    OpNotAllowed,
+    PublishRejected,
+    RemoteError,
+    RemotePermissionError,
+    StoreFull,
+    Unroutable,
+)
 from protocol.messages import encode_message
 from protocol.operands import Value
 
@@ -42,22 +55,37 @@ class Ticket:
 Waiter = Callable[["WorkerLink", int], None]
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """An object moving here: `source` answers `value` (and `meta`) with it; `arrive` puts it here."""
+
+    source: WorkerLink
+    value: Ticket
+    meta: Ticket | None
+    arrive: Callable[[Value, Value | None], Op]
+
+    def resolve(self) -> Op:
+        self.source.wait(self.value.seq)  # a refused move is raised here, where it matters
+        meta = self.source.take(self.meta) if self.meta is not None else None
+        return self.arrive(self.source.take(self.value), meta)
+
+
 class WorkerLink:
-    def __init__(self, broker: Broker, client: str, worker: str, wait: Waiter) -> None:
+    def __init__(self, broker: Broker, client: str, worker: str, wait: Waiter, token: str) -> None:
         self.worker = worker
         self._broker = broker
         self._client = client
+        self._token = token  # this client's token for this worker: the key to its session there
         self._wait = wait
-        self._ops: list[Op] = []
+        self._ops: list[Op | Incoming] = []
         self._bytes = 0
         self._frees: deque[int] = deque()  # appended from any thread (GC); drained at flush
         self.sent = 0  # the last batch sent
         self.answered = 0  # the last batch answered
         self._values: dict[tuple[int, int], Value] = {}
         self._error: tuple[int, OpError] | None = None  # the first failure not raised yet
-        self._after: list[tuple[WorkerLink, int]] = []  # answers needed before our next batch (moves)
 
-    def add(self, op: Op, literal_bytes: int = 0) -> Ticket:
+    def add(self, op: Op | Incoming, literal_bytes: int = 0) -> Ticket:
         """Buffer `op`; where it will go. Sends the buffer when it is full."""
         self._ops.append(op)
         self._bytes += literal_bytes
@@ -70,39 +98,51 @@ class WorkerLink:
         """Free `object_id` with the next batch. Safe from any thread and from __del__."""
         self._frees.append(object_id)
 
-    def after(self, other: WorkerLink, seq: int) -> None:
-        """Send nothing more here before `other` answered `seq` (it moves an object here)."""
-        self._after.append((other, seq))
-
     def flush(self) -> int:
         """Send the buffered ops (and pending frees) as one batch; the last batch sent."""
-        while self._after:  # a moved object must be in our queue before what uses it
-            other, seq = self._after.pop(0)
-            other.wait(seq)  # and a refused move is raised here, where it matters
+        self._resolve_incoming()
         frees = [self._frees.popleft() for _ in range(len(self._frees))]
         if frees:
             self._ops.append(Op("free", tuple(frees)))
         if not self._ops:
             return self.sent
-        batch = CommandBatch(self._client, self.sent + 1, tuple(self._ops))
+        ops = tuple(op for op in self._ops if isinstance(op, Op))
+        batch = CommandBatch(self._client, self.sent + 1, ops, self._token)
         self._ops, self._bytes = [], 0
         try:
             self._broker.publish_task(self.worker, encode_message(batch))
         except Unroutable as e:
             raise RemoteError(f"worker {self.worker!r} has no task queue: is `fedmq worker --id {self.worker}` "
                               f"running against this broker?") from e
+        except PublishRejected as e:  # this batch's failure: its ops never ran, later ones may
+            raise RemoteError(f"the broker refused a batch of {len(ops)} op(s) for worker {self.worker!r}: {e}") from e
         self.sent = batch.seq
         return self.sent
+
+    def _resolve_incoming(self) -> None:
+        """Turn each moving object into the op that puts it here, in its place (waits for its source)."""
+        for index, item in enumerate(self._ops):
+            if isinstance(item, Incoming):
+                try:
+                    self._ops[index] = item.resolve()
+                except BaseException:
+                    del self._ops[index]  # never sent: ops that use the object will say it is missing
+                    raise
+
+    def take(self, ticket: Ticket) -> Value:
+        """The value the op at `ticket` fetched (it must have been answered)."""
+        value = self._values.pop((ticket.seq, ticket.index), None)
+        if value is None:
+            raise RemoteError(f"worker {self.worker!r} answered batch {ticket.seq} without the value of op "
+                              f"{ticket.index}")
+        return value
 
     def fetch(self, op: Op) -> Value:
         """Run `op` and everything before it; the value it fetched. RemoteError if any failed."""
         ticket = self.add(op)
         self.flush()
         self.wait(ticket.seq)
-        value = self._values.pop((ticket.seq, ticket.index), None)
-        if value is None:
-            raise RemoteError(f"op {op.name!r}: worker {self.worker!r} answered without the value")
-        return value
+        return self.take(ticket)
 
     def wait(self, seq: int) -> None:
         """Block until batch `seq` is answered; raise the first failure up to it."""

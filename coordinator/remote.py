@@ -38,7 +38,10 @@ class RemoteObject:
         self.id = object_id
 
     def move(self: P, worker: RemoteWorkerHandle) -> P:
-        """Move the object to `worker`, straight from worker to worker; this pointer follows it."""
+        """Move the object to `worker` (its value passes through this client); this pointer follows it.
+
+        What moves may leave its worker as a get would (its --allow-get); optimizers do not move.
+        """
         self.location.move_out(self, worker)
         self.location = worker
         return self
@@ -201,6 +204,11 @@ class RemoteModule(RemoteObject):
         super().__init__(location, object_id)
         self._structure = structure  # the layers it was sent as, to rebuild it here on get()
         self._template = template  # or the local model a task model was sent from
+
+    @property
+    def structure(self) -> Plain:
+        """The layers it was sent as; None for a task model (worker.task_model)."""
+        return self._structure
 
     def __call__(self, *args: object, **kwargs: object) -> RemoteTensor:
         return self.location.issue("forward", (self, *args), kwargs, 1)  # type: ignore[no-any-return]

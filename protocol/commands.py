@@ -5,10 +5,12 @@ CommandBatch to the worker's task queue, and the worker answers each batch from 
 a CommandResult on the client's reply queue (the client is a job named by its client id).
 Ops run in order; each names its result objects by ids the client chose, so later ops can use
 results before they exist (pipelining). The worker stops a batch at its first failing op and
-reports that op in `error`. A batch whose `origin` names a worker was sent by that worker on
-the client's behalf (a `move`): it gets no answer; a failure is reported with the client's next
-batch. Operand kinds and their wire form are in protocol.operands; op names are checked against
-the worker's allowlist there, not here.
+reports that op in `error`. Every batch carries the client's `token` for that worker, an
+unguessable value (HMAC of a secret only the client holds, with the worker's name): the worker
+binds the client's session to the first token (and AMQP user_id) it sees and refuses batches
+that do not match, so a client id that other parties see is not the key to its objects. Operand
+kinds and their wire form are in protocol.operands; op names are checked against the worker's
+allowlist there, not here.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COMMAND_KINDS = ("commands", "results")
 OP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}(\.[A-Za-z_][A-Za-z0-9_]{0,47})?$")
 KWARG_NAME = re.compile(r"^[a-z][A-Za-z0-9_]{0,63}$")  # never a leading underscore: no dunders
 MAX_OUTS = 16
+TOKEN = re.compile(r"^[0-9a-f]{32,128}$")  # hex: a session token is at least 128 bits
 ERROR_KINDS = ("failed", "refused", "permission", "capacity")
 
 
@@ -49,9 +52,9 @@ class Op:
 @dataclass(frozen=True, eq=False)
 class CommandBatch:
     client: str  # the client's id: its session on the worker, and the job its answers go to
-    seq: int  # the client's batch number for this worker, from 1 (0 for a worker's move)
+    seq: int  # the client's batch number for this worker, from 1
     ops: tuple[Op, ...]
-    origin: str = ""  # "" from the client; else the worker that sent it on the client's behalf
+    token: str  # the client's token for this worker (hex): the session's key with the client id
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ Command = CommandBatch | CommandResult
 def command_to_wire(message: Command) -> dict[str, Any]:
     """The message as a msgpack-ready map, without the envelope's version."""
     if isinstance(message, CommandBatch):
-        return {"kind": "commands", "client": message.client, "seq": message.seq, "origin": message.origin,
+        return {"kind": "commands", "client": message.client, "seq": message.seq, "token": message.token,
                 "ops": [_op_to_wire(op) for op in message.ops]}
     error = message.error
     return {"kind": "results", "client": message.client, "seq": message.seq, "worker": message.worker,
@@ -100,13 +103,15 @@ def command_from_wire(obj: dict[str, Any]) -> Command:
     if type(seq) is not int or seq < 0:
         raise DecodeError("field 'seq' is missing or not a non-negative integer")
     if obj.get("kind") == "commands":
-        origin = obj.get("origin")
-        if origin != "" and not (isinstance(origin, str) and NAME_PATTERN.match(origin)):
-            raise DecodeError("field 'origin' must be empty or a worker name")
+        token = obj.get("token")
+        if not isinstance(token, str) or not TOKEN.match(token):
+            raise DecodeError("field 'token' must be the client's session token (32 to 128 hex digits)")
+        if seq < 1:
+            raise DecodeError("a batch's 'seq' counts from 1")
         ops = obj.get("ops")
         if not isinstance(ops, list):
             raise DecodeError("field 'ops' must be a list")
-        return CommandBatch(client, seq, tuple(_op_from_wire(op) for op in ops), origin)
+        return CommandBatch(client, seq, tuple(_op_from_wire(op) for op in ops), token)
     values = obj.get("values")
     if not isinstance(values, list):
         raise DecodeError("field 'values' must be a list of [index, value] pairs")

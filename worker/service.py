@@ -118,6 +118,7 @@ class WorkerService:
             self._broker.ack(delivery)
             return
         self._heartbeat.training()
+        self.remote.share.training()  # remote batches now yield to training (worker.remote.handler)
         try:
             reply, seconds = self._run(message)
             body = encode_message(reply)

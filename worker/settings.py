@@ -35,6 +35,11 @@ class WorkerSettings:
     max_objects: int = 10_000  # remote objects held for all clients together
     max_object_bytes: int = 1 << 30  # their bytes, for all clients together
     client_ttl_s: float = 600.0  # a client silent this long is gone: its objects are freed
+    max_client_objects: int = 5_000  # remote objects held for one client
+    max_client_bytes: int = 512 << 20  # their bytes, autograd's saved tensors included
+    max_clients: int = 64  # clients with a session at once
+    remote_batch_seconds: float = 10.0  # compute budget of one remote batch (worker.remote.meter)
+    remote_share: float = 0.5  # of the worker's time remote batches may take while it trains
     # AMQP users whose tasks and commands this worker runs (None: anyone who can reach its
     # queue, the guest/dev setup). With credentials: the provisioned coordinator plus
     # --task-senders; RabbitMQ vouches for each message's user_id.
@@ -46,6 +51,10 @@ class WorkerSettings:
             raise ValueError(f"allow_get must be one of {', '.join(ALLOW_GET_CHOICES)}, got {self.allow_get!r}")
         if self.max_objects < 1 or self.max_object_bytes < 1 or not self.client_ttl_s > 0:
             raise ValueError("max_objects, max_object_bytes and client_ttl_s must be positive")
+        if min(self.max_client_objects, self.max_client_bytes, self.max_clients) < 1:
+            raise ValueError("max_client_objects, max_client_bytes and max_clients must be positive")
+        if not self.remote_batch_seconds > 0 or not 0 < self.remote_share <= 1:
+            raise ValueError("remote_batch_seconds must be positive and remote_share in (0, 1]")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
         if self.task_senders is not None and not self.task_senders:

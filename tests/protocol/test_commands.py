@@ -9,6 +9,7 @@ from protocol.errors import DecodeError
 from protocol.messages import decode_message, encode_message
 from protocol.operands import ModuleSpec, Ref, StoreInfo, TensorMeta
 
+TOKEN = "ab" * 32
 LAYERS = {"layer": "Linear", "args": {"in_features": 2, "out_features": 1, "bias": True}, "train": True}
 
 
@@ -18,12 +19,12 @@ def test_a_batch_with_every_operand_kind_round_trips() -> None:
     args = (Ref(3), None, True, 7, 2.5, "sum", torch.arange(6).reshape(2, 3), torch.float16,
             slice(1, None, 2), Ellipsis, (0, [1, 2]), ModuleSpec(LAYERS, weights), weights)
     batch = CommandBatch("c-1", 4, (Op("op.getitem", args, {"dim": Ref(9)}, (10, 11)), Op("free", (1, 2))),
-                         origin="bob")
+                         TOKEN)
     # When it is encoded and decoded
     decoded = decode_message(encode_message(batch))
     # Then every field and operand survives, tensors value for value
     assert isinstance(decoded, CommandBatch)
-    assert (decoded.client, decoded.seq, decoded.origin, len(decoded.ops)) == ("c-1", 4, "bob", 2)
+    assert (decoded.client, decoded.seq, decoded.token, len(decoded.ops)) == ("c-1", 4, TOKEN, 2)
     op = decoded.ops[0]
     assert (op.name, op.kwargs, op.outs) == ("op.getitem", {"dim": Ref(9)}, (10, 11))
     assert op.args[:6] == (Ref(3), None, True, 7, 2.5, "sum")
@@ -52,7 +53,7 @@ def test_a_result_with_every_value_kind_and_an_error_round_trips() -> None:
 
 
 def _batch(**changes: object) -> bytes:
-    base: dict[str, object] = {"v": 1, "kind": "commands", "client": "c-1", "seq": 1, "origin": "",
+    base: dict[str, object] = {"v": 1, "kind": "commands", "client": "c-1", "seq": 1, "token": TOKEN,
                                "ops": [["op.add", [{"ref": 1}, 2], {}, [2]]]}
     base.update(changes)
     return msgpack.packb({k: v for k, v in base.items() if v is not None}, use_bin_type=True)
@@ -67,7 +68,9 @@ def _op(name: object = "op.add", args: object = None, kwargs: object = None, out
     (_batch(client="../etc"), "'client'"),
     (_batch(seq=-1), "'seq'"),
     (_batch(seq=True), "'seq'"),
-    (_batch(origin="bad name"), "'origin'"),
+    (_batch(token="not hex at all, and too short"), "'token'"),
+    (_batch(token="ab" * 8), "'token'"),
+    (_batch(seq=0), "counts from 1"),
     (_batch(ops={"a": 1}), "'ops'"),
     (_batch(ops=[["op.add", [], {}]]), "[name, args, kwargs, outs]"),
     (_op(name="os.system('rm')"), "not a valid op name"),
@@ -115,6 +118,6 @@ def test_hostile_results_are_decode_errors(changes: dict[str, object], message: 
 def test_an_operand_that_cannot_travel_is_refused_when_encoding() -> None:
     # A complex dtype and an object are not operands: the client learns it before sending.
     with pytest.raises(ValueError, match="cannot travel"):
-        encode_message(CommandBatch("c-1", 1, (Op("Tensor.to", (torch.complex64,)),)))
+        encode_message(CommandBatch("c-1", 1, (Op("Tensor.to", (torch.complex64,)),), TOKEN))
     with pytest.raises(ValueError, match="cannot be an argument"):
-        encode_message(CommandBatch("c-1", 1, (Op("op.add", (object(),)),)))  # type: ignore[arg-type]
+        encode_message(CommandBatch("c-1", 1, (Op("op.add", (object(),)),), TOKEN))  # type: ignore[arg-type]

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.commands import CommandBatch, Op, OpError
-from protocol.messages import decode_message
+from protocol.commands import Op, OpError
 from protocol.operands import ModuleSpec, Ref, StoreInfo, Value
 from worker.remote import store as store_module
-from worker.remote.context import Context, Outgoing
+from worker.remote.context import Context
 from worker.remote.executor import Executor, Outcome
 from worker.remote.layers import describe
 from worker.remote.store import ALLOW_GET, Limits, ObjectStore, Session
@@ -248,26 +247,21 @@ def test_an_optimizer_never_updates_the_private_shard() -> None:
     assert "an optimizer updates modules, or tensors sent with requires_grad=True" in error.reason
 
 
-def test_a_move_carries_the_value_and_its_taint_to_the_other_worker() -> None:
+def test_a_move_hands_the_value_to_its_client_and_the_object_leaves() -> None:
     # Given a tensor computed from private data on a worker that lets derived values leave
     rig = Rig()
     outcome = rig.run(Op("dataset", (), {}, (1, 2)), Op("Tensor.mean", (Ref(1),), {}, (3,)),
-                      Op("move", (Ref(3), "alice")), Op("info"))
-    # When the executor reaches the move
-    move = outcome.outgoing
-    # Then it pauses there with a batch for alice that sends the value as derived data
-    assert outcome.error is None and isinstance(move, Outgoing)
-    assert (move.target, move.object_id, move.index) == ("alice", 3, 2)
-    batch = decode_message(bytes(move.body))
-    assert isinstance(batch, CommandBatch) and (batch.client, batch.origin) == (CLIENT, "bob")
-    (op,) = batch.ops
-    assert (op.name, op.outs, op.kwargs["taint"]) == ("send", (3,), "derived")
-    torch.testing.assert_close(op.args[0], rig.shard[0].mean())  # type: ignore[index, arg-type]
+                      Op("move", (Ref(3),)), Op("info"))
+    # When the executor runs the move: its value goes to the client, which carries it on
+    assert outcome.error is None
+    torch.testing.assert_close(outcome.values[2], rig.shard[0].mean())  # type: ignore[index, arg-type]
+    # Then the object is gone from this worker (the shard pointers stay)
+    assert outcome.values[3] == StoreInfo(2, 0)
 
 
 def test_private_data_cannot_move() -> None:
     rig = Rig()
-    error = rig.error(Op("dataset", (), {}, (1, 2)), Op("move", (Ref(1), "alice")))
+    error = rig.error(Op("dataset", (), {}, (1, 2)), Op("move", (Ref(1),)))
     assert error.kind == "permission" and "move of object #1 refused" in error.reason
 
 

@@ -14,14 +14,12 @@ import torch
 from torch import nn
 
 from protocol.codec import DTYPES
-from protocol.commands import CommandBatch, Op
-from protocol.messages import encode_message
-from protocol.names import NAME_PATTERN
-from protocol.operands import Arg, ModuleSpec, Plain, Ref, TensorMeta, Value
+from protocol.commands import Op
+from protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
 from worker.remote import layers
 from worker.remote.allowlist import OPTIMIZERS
 from worker.remote.context import Context, Outgoing
-from worker.remote.store import Entry, OpFailure, Session, Taint, derive, size_of
+from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of
 from worker.task import as_pair
 
 Special = Callable[[Context, Session, Op], "Value | Outgoing | None"]
@@ -183,6 +181,8 @@ def zero_grad(context: Context, session: Session, op: Op) -> None:
 def step(context: Context, session: Session, op: Op) -> None:
     _check(op, 1, 0)
     entry, opt = context.entry(session, op.args[0], torch.optim.Optimizer)
+    # Its state is allocated by the step itself: room for all of it is made sure of first.
+    context.store.check_room(0, max(0, optimizer_state_bound(opt) - entry.nbytes), op.name)
     opt.step()
     context.store.resize(entry)  # its state (momentum, Adam's moments) may have grown
 
@@ -202,12 +202,21 @@ def get(context: Context, session: Session, op: Op) -> Value:
         raise OpFailure("failed", "get takes a reference")
     entry = context.store.entry(session, ref.id)
     context.check_leaving(entry, ref.id, "get")
+    return _copy_out(context, session, entry, ref.id, "get")
+
+
+def _copy_out(context: Context, session: Session, entry: Entry, object_id: int, what: str) -> Value:
+    """A copy of the entry's value for the answer, counted against the caps until it is sent."""
     # Copies: an optimizer step later in the batch must not change what was fetched.
-    if isinstance(entry.value, torch.Tensor):
-        return _wire_tensor(entry.value)
-    if isinstance(entry.value, nn.Module):
-        return {key: _wire_tensor(t) for key, t in entry.value.state_dict().items()}
-    raise OpFailure("failed", f"object #{ref.id} is an optimizer: optimizers stay on the worker")
+    value = entry.value
+    if isinstance(value, torch.Tensor):
+        context.store.charge(session, value.numel() * value.element_size(), what, fetched=True)
+        return _wire_tensor(value)
+    if isinstance(value, nn.Module):
+        state = value.state_dict()
+        context.store.charge(session, sum(t.numel() * t.element_size() for t in state.values()), what, fetched=True)
+        return {key: _wire_tensor(t) for key, t in state.items()}
+    raise OpFailure("failed", f"object #{object_id} is an optimizer: optimizers stay on the worker")
 
 
 def _wire_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -224,32 +233,22 @@ def meta(context: Context, session: Session, op: Op) -> Value:
     return TensorMeta(tuple(tensor.shape), _DTYPE_NAMES[tensor.dtype], tensor.requires_grad)
 
 
-def move(context: Context, session: Session, op: Op) -> Outgoing:
-    _check(op, 2, 0)
-    ref, target = op.args
-    if not isinstance(ref, Ref) or not isinstance(target, str) or not NAME_PATTERN.match(target):
-        raise OpFailure("failed", "move takes a reference and a worker name")
-    if target == context.worker:
-        raise OpFailure("failed", f"object #{ref.id} is already on {target!r}")
+def move(context: Context, session: Session, op: Op) -> Value:
+    """The object's value for its client to carry to another worker; the object leaves here.
+
+    Moves go through the client (worker -> client -> worker), the route a provisioned broker
+    permits; so a move lets out exactly what a get would, under this worker's --allow-get.
+    """
+    _check(op, 1, 0)
+    ref = op.args[0]
+    if not isinstance(ref, Ref):
+        raise OpFailure("failed", "move takes a reference")
     entry = context.store.entry(session, ref.id)
     try:
         context.check_leaving(entry, ref.id, "move")
-    except OpFailure:
+        return _copy_out(context, session, entry, ref.id, "move")
+    finally:
         context.store.free(session, ref.id)  # the client's pointer has left: nothing could reach it
-        raise
-    taint: dict[str, Arg] = {"taint": entry.taint.name.lower()}
-    value = entry.value
-    if isinstance(value, torch.Tensor):
-        keep_grad = value.requires_grad and value.is_leaf  # autograd graphs never leave a worker
-        put = Op("send", (_wire_tensor(value),), {**taint, "requires_grad": keep_grad}, (ref.id,))
-    elif isinstance(value, nn.Module) and entry.layers is not None:
-        weights = {key: _wire_tensor(t) for key, t in value.state_dict().items()}
-        put = Op("module", (ModuleSpec(entry.layers, weights),), taint, (ref.id,))
-    else:
-        raise OpFailure("failed", f"object #{ref.id} cannot move: only tensors and modules sent as layers can "
-                                  f"(get a task model and send it instead)")
-    body = encode_message(CommandBatch(session.client, 0, (put,), origin=context.worker))
-    return Outgoing(target, body, ref.id)
 
 
 def free(context: Context, session: Session, op: Op) -> None:

@@ -1,9 +1,16 @@
 """The objects a worker holds for its remote clients: one session per client, capped, tainted.
 
-Caps are for the worker as a whole (all clients together): `max_objects` objects and
-`max_bytes` bytes, counted as tensors' own sizes (numel x element size), modules' parameters
-and buffers, and optimizers' state. Autograd graphs and gradients are not counted. A session
-not heard from for `ttl_s` seconds is dropped with everything in it: its client went away.
+Caps hold for the worker as a whole (`max_objects`, `max_bytes`) and for each client
+(`max_client_objects`, `max_client_bytes`), so one client cannot starve another. Bytes count
+tensors' own sizes (numel x element size); modules' parameters, buffers and gradients plus
+LAYER_BYTES per layer (a layer without parameters still costs Python objects); optimizers'
+state; the tensors autograd saves for backward while their graph lives (worker.remote.meter);
+and the copies a batch's `get`s hold until it is answered. A session not heard from for `ttl_s`
+seconds is dropped with everything in it: its client went away.
+
+A session belongs to its owner: the client's token for this worker and, where the broker
+vouches for it, the AMQP user_id of the first batch. A batch from anyone else is refused
+before it touches the session (worker.remote.handler).
 
 Taint says where a value came from, and so whether it may leave the worker (`--allow-get`):
 PUBLIC values are the client's own (sent by it, or computed from its objects alone); PRIVATE
@@ -13,15 +20,17 @@ values were computed from private ones (a loss, a trained model).
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import torch
 from torch import nn
 
-from protocol.commands import OpError
 from protocol.operands import Plain, StoreInfo
 
 
@@ -62,14 +71,46 @@ class Entry:
     layers: Plain = None  # a module's layer structure, kept so that it can move
 
 
+MAX_LOST = 1024  # remembered reasons for missing ids, per session: only for clearer errors
+MAX_LOST_REASON = 300
+LAYER_BYTES = 4096  # what one nn.Module costs in Python objects (measured: 2-4 KiB), parameters aside
+
+
+class LostIds(OrderedDict[int, str]):
+    """Ids whose op did not run -> why; the oldest are forgotten past MAX_LOST."""
+
+    def __setitem__(self, key: int, value: str) -> None:
+        super().__setitem__(key, value[:MAX_LOST_REASON])
+        if len(self) > MAX_LOST:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a session belongs to: the client's token for this worker and its AMQP user_id."""
+
+    token: str
+    user: str | None  # None when the broker does not vouch for a user (no credentials)
+
+    def matches(self, other: Owner) -> bool:
+        return hmac.compare_digest(self.token, other.token) and self.user == other.user
+
+
 @dataclass
 class Session:
     client: str
+    owner: Owner
     last_seen: float
     objects: dict[int, Entry] = field(default_factory=dict)
     last_seq: int = 0  # the last batch run: a redelivered batch is not run twice
-    carried: OpError | None = None  # a failed move into this worker, told with the next batch
-    lost: dict[int, str] = field(default_factory=dict)  # ids never made -> why, for clear errors
+    lost: LostIds = field(default_factory=LostIds)  # ids never made -> why, for clear errors
+    bytes: int = 0  # everything charged to this client: objects, saved activations, fetched copies
+    extra: int = 0  # the part of `bytes` that is not objects (saved activations, fetched copies)
+    fetched: int = 0  # the part of `extra` held for this batch's answer
+
+
+class SessionRefused(Exception):
+    """A batch for a client id whose session belongs to someone else, or one client too many."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,9 @@ class Limits:
     max_objects: int = 10_000
     max_bytes: int = 1 << 30
     ttl_s: float = 600.0
+    max_client_objects: int = 10_000
+    max_client_bytes: int = 1 << 30
+    max_clients: int = 64
 
 
 class ObjectStore:
@@ -86,14 +130,38 @@ class ObjectStore:
         self.sessions: dict[str, Session] = {}
         self.objects = 0
         self.bytes = 0
+        self.active: Session | None = None  # the session whose batch runs now: its caps apply too
 
-    def session(self, client: str) -> Session:
-        """The client's session, opened on first use; it is seen now."""
+    def open(self, client: str, owner: Owner) -> Session:
+        """The client's session, opened on first use and bound to `owner`; it is seen now.
+
+        SessionRefused when the session belongs to another owner, or when a new one would pass
+        max_clients; nothing about the session changes then.
+        """
         session = self.sessions.get(client)
         if session is None:
-            session = self.sessions[client] = Session(client, time.monotonic())
+            if len(self.sessions) >= self.limits.max_clients:
+                raise SessionRefused(f"worker {self.worker!r} serves {len(self.sessions)} clients, its cap "
+                                     f"(max_clients): try again when one has closed or expired")
+            session = self.sessions[client] = Session(client, owner, time.monotonic())
+        elif not session.owner.matches(owner):
+            raise SessionRefused(f"client {client!r} has a session on worker {self.worker!r} that belongs to "
+                                 f"another sender (token or user_id differ): refused")
         session.last_seen = time.monotonic()
         return session
+
+    def session(self, client: str) -> Session:
+        """The client's session for in-process callers (tests, tools), bound to no token."""
+        return self.open(client, Owner("", None))
+
+    @contextlib.contextmanager
+    def serving(self, session: Session) -> Iterator[None]:
+        """While a batch of `session` runs: its per-client caps apply to check_room."""
+        self.active = session
+        try:
+            yield
+        finally:
+            self.active = None
 
     def entry(self, session: Session, object_id: int) -> Entry:
         entry = session.objects.get(object_id)
@@ -102,8 +170,9 @@ class ObjectStore:
             raise OpFailure("failed", f"worker {self.worker!r} holds no object #{object_id}: {why}")
         return entry
 
-    def check_room(self, count: int, nbytes: int, op: str) -> None:
-        """OpFailure("capacity") unless `count` more objects of `nbytes` in all fit under the caps."""
+    def check_room(self, count: int, nbytes: int, op: str, session: Session | None = None) -> None:
+        """OpFailure("capacity") unless `count` more objects of `nbytes` in all fit under the caps
+        of the worker and of `session` (by default the one whose batch runs now)."""
         limits = self.limits
         if self.objects + count > limits.max_objects:
             raise OpFailure("capacity", f"{op}: worker {self.worker!r} holds {self.objects} remote objects, its cap "
@@ -112,33 +181,79 @@ class ObjectStore:
             raise OpFailure("capacity", f"{op}: {_size(nbytes)} more would take worker {self.worker!r} past its cap "
                                         f"of {_size(limits.max_bytes)} (max_object_bytes; {_size(self.bytes)} "
                                         f"in use): free some objects (del their pointers) or raise the cap")
+        session = session or self.active
+        if session is not None:
+            self._check_client(session, count, nbytes, op)
+
+    def _check_client(self, session: Session, count: int, nbytes: int, op: str) -> None:
+        limits = self.limits
+        if len(session.objects) + count > limits.max_client_objects:
+            raise OpFailure("capacity", f"{op}: this client holds {len(session.objects)} objects on worker "
+                                        f"{self.worker!r}, its cap per client is {limits.max_client_objects} "
+                                        f"(max_client_objects): free some (del their pointers)")
+        if session.bytes + nbytes > limits.max_client_bytes:
+            raise OpFailure("capacity", f"{op}: {_size(nbytes)} more would take this client past its cap of "
+                                        f"{_size(limits.max_client_bytes)} on worker {self.worker!r} "
+                                        f"(max_client_bytes; {_size(session.bytes)} in use, autograd graphs "
+                                        f"and fetched copies included): free some objects or backward() first")
 
     def room_left(self) -> int:
-        return self.limits.max_bytes - self.bytes
+        room = self.limits.max_bytes - self.bytes
+        if self.active is not None:
+            room = min(room, self.limits.max_client_bytes - self.active.bytes)
+        return room
 
     def put(self, session: Session, object_id: int, entry: Entry, op: str) -> None:
         if self.sessions.get(session.client) is not session:
             raise OpFailure("failed", f"{op}: the client's session on worker {self.worker!r} is closed")
         if object_id in session.objects:
             raise OpFailure("failed", f"{op}: object #{object_id} already exists on worker {self.worker!r}")
-        self.check_room(1, entry.nbytes, op)
+        self.check_room(1, entry.nbytes, op, session)
         session.objects[object_id] = entry
         session.lost.pop(object_id, None)
         self.objects += 1
-        self.bytes += entry.nbytes
+        self._add(session, entry.nbytes)
 
-    def resize(self, entry: Entry) -> None:
-        """Recount an entry whose value grew or shrank in place (an optimizer's state)."""
+    def resize(self, entry: Entry, session: Session | None = None) -> None:
+        """Recount an entry whose value grew or shrank in place (an optimizer's state, gradients)."""
         nbytes = size_of(entry.value)
-        self.bytes += nbytes - entry.nbytes
+        self._add(session or self.active, nbytes - entry.nbytes)
         entry.nbytes = nbytes
+
+    def recount(self, session: Session) -> None:
+        """Recount every object of `session` (after backward or step: gradients, state)."""
+        for entry in session.objects.values():
+            self.resize(entry, session)
+
+    def charge(self, session: Session, nbytes: int, op: str, *, fetched: bool = False) -> None:
+        """Count `nbytes` that are not an object (saved activations, a fetched copy) against the
+        caps; OpFailure("capacity") when they do not fit. `release` gives them back."""
+        self.check_room(0, nbytes, op, session)
+        session.extra += nbytes
+        if fetched:
+            session.fetched += nbytes
+        self._add(session, nbytes)
+
+    def release(self, session: Session, nbytes: int) -> None:
+        session.extra -= nbytes
+        self._add(session, -nbytes)
+
+    def release_fetched(self, session: Session) -> None:
+        """The batch was answered: the copies its gets held are gone."""
+        fetched, session.fetched = session.fetched, 0
+        self.release(session, fetched)
+
+    def _add(self, session: Session | None, nbytes: int) -> None:
+        self.bytes += nbytes
+        if session is not None:
+            session.bytes += nbytes
 
     def free(self, session: Session, object_id: int) -> Entry | None:
         session.lost.pop(object_id, None)
         entry = session.objects.pop(object_id, None)
         if entry is not None:
             self.objects -= 1
-            self.bytes -= entry.nbytes
+            self._add(session, -entry.nbytes)
         return entry
 
     def close(self, client: str) -> None:
@@ -163,12 +278,28 @@ class ObjectStore:
 def size_of(value: object) -> int:
     """Bytes a stored value holds, as the caps count them."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        own = value.numel() * value.element_size()
+        grad = value.grad if value.is_leaf else None  # a non-leaf keeps no gradient (and warns when asked)
+        return own if grad is None else own + size_of(grad)
     if isinstance(value, nn.Module):
-        return sum(size_of(t) for t in [*value.parameters(), *value.buffers()])
+        tensors = [*value.parameters(), *value.buffers()]
+        grads = [t.grad for t in tensors if t.grad is not None]
+        return sum(size_of(t) for t in tensors + grads) + LAYER_BYTES * sum(1 for _ in value.modules())
     if isinstance(value, torch.optim.Optimizer):
         return sum(size_of(t) for state in value.state.values() for t in state.values() if isinstance(t, torch.Tensor))
     return 0
+
+
+# Tensors of optimizer state per parameter, at most (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq
+# with amsgrad; ASGD: ax plus scalars; SGD: momentum_buffer), plus 64 bytes for scalars (step).
+STATE_PER_PARAMETER = {"SGD": 1, "Adam": 3, "AdamW": 3, "Adagrad": 1, "Adadelta": 2, "Adamax": 2,
+                       "RMSprop": 3, "Rprop": 2, "NAdam": 3, "RAdam": 2, "ASGD": 2}
+
+
+def optimizer_state_bound(optimizer: torch.optim.Optimizer) -> int:
+    """The most bytes `optimizer`'s state can take once every parameter has stepped."""
+    factor = STATE_PER_PARAMETER.get(type(optimizer).__name__, 3)
+    return sum(factor * size_of(p.detach()) + 64 for group in optimizer.param_groups for p in group["params"])
 
 
 def _size(nbytes: int) -> str:

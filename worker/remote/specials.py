@@ -16,7 +16,7 @@ from torch import nn
 from protocol.codec import DTYPES
 from protocol.commands import Op
 from protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
-from worker.remote import layers
+from worker.remote import aliases, layers, sizing
 from worker.remote.allowlist import OPTIMIZERS
 from worker.remote.context import Context, Outgoing
 from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of
@@ -113,27 +113,38 @@ def forward(context: Context, session: Session, op: Op) -> None:
         raise OpFailure("failed", "forward takes a module, its inputs and one result id")
     entry, net = context.entry(session, op.args[0], nn.Module)
     taints = [entry.taint]
-    args = [context.resolve(session, arg, taints) for arg in op.args[1:]]
-    kwargs = {key: context.resolve(session, arg, taints) for key, arg in op.kwargs.items()}
+    used: list[tuple[torch.Tensor, Taint]] = []
+    args = [context.resolve(session, arg, taints, used) for arg in op.args[1:]]
+    kwargs = {key: context.resolve(session, arg, taints, used) for key, arg in op.kwargs.items()}
+    context.store.check_room(0, sizing.size_forward(net, args, kwargs).nbytes, op.name)  # before it runs
+    taint = derive(max(taints))
+    # A forward may write into the module (running statistics, Embedding's max_norm renormalising
+    # the rows it touched, in eval mode too): whatever its inputs were, its state may now hold.
+    entry.taint = max(entry.taint, taint)
+    aliases.spread(session, aliases.storages(net), entry.taint)
     result = net(*args, **kwargs)
     if not isinstance(result, torch.Tensor):
         raise OpFailure("failed", f"forward gave a {type(result).__name__}; only tensors are kept")
-    _put(context, session, op, result, derive(max(taints)))
-    if net.training and any(True for _ in net.buffers()):  # running statistics now describe the inputs
-        entry.taint = max(entry.taint, derive(max(taints)))
+    weights = [(t, entry.taint) for t in [*net.parameters(), *net.buffers()]]
+    _put(context, session, op, result, aliases.at_least(taint, result, [*used, *weights]))  # Identity: its input
 
 
 def backward(context: Context, session: Session, op: Op) -> None:
     _check(op, 1, 0)
     entry, tensor = context.entry(session, op.args[0], torch.Tensor)
     tensor.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
-    # Every gradient this filled in now carries what the loss came from: modules and leaf
-    # tensors of this session are tainted at least as the loss (conservative, and cheap).
+    # Every gradient this filled in now carries what the loss came from: modules, leaf tensors
+    # and optimizers (whose parameters may be stored nowhere else) of this session are tainted at
+    # least as the loss (conservative, and cheap), and so is whatever shares their memory.
     taint = derive(entry.taint)
+    written: set[int] = set()
     for other in session.objects.values():
         value = other.value
-        if isinstance(value, nn.Module) or (isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf):
+        if isinstance(value, (nn.Module, torch.optim.Optimizer)) or (
+                isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf):
             other.taint = max(other.taint, taint)
+            written |= aliases.storages(value)
+    aliases.spread(session, written, taint)
 
 
 def grad(context: Context, session: Session, op: Op) -> None:
@@ -184,6 +195,8 @@ def step(context: Context, session: Session, op: Op) -> None:
     # Its state is allocated by the step itself: room for all of it is made sure of first.
     context.store.check_room(0, max(0, optimizer_state_bound(opt) - entry.nbytes), op.name)
     opt.step()
+    # The parameters now hold what their gradients carried, and so does every view of them.
+    aliases.spread(session, aliases.storages(opt), entry.taint)
     context.store.resize(entry)  # its state (momentum, Adam's moments) may have grown
 
 

@@ -25,9 +25,11 @@ from coordinator.cli_broker import (
 )
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
-from coordinator.job import TrainingJob
+from coordinator.job import TrainingJob, check_replies
+from coordinator.sampling import Sampling
 from coordinator.settings import TrainSettings, default_job_name
-from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, TaskError
+from coordinator.strategies import STRATEGIES, build_strategy
+from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
 from protocol.messages import TrainConfig
 from worker.main import run_worker
 from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
@@ -143,6 +145,13 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics-out", type=Path, help="append one JSON line per round here")
+    parser.add_argument("--strategy", default="fedavg", help="how updates are aggregated: "
+                        f"{', '.join(STRATEGIES)}, or module.path:Class (default fedavg)")
+    parser.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a strategy option, e.g. eta=0.01 or f=1 (repeatable)")
+    parser.add_argument("--sample", type=int, metavar="K", help="workers asked per round, drawn "
+                        "with --seed (default: all)")
+    parser.add_argument("--fraction", type=float, metavar="F", help="the share of workers asked per round")
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
@@ -163,8 +172,24 @@ def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
 def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra: object) -> TrainSettings:
     config = TrainConfig(lr=args.lr if args.lr is not None else _task_lr(args.task), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed)
-    return TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
-                         metrics_out=args.metrics_out, **extra)  # type: ignore[arg-type]
+    options = tuple(_option(text) for text in args.strategy_option)
+    try:
+        strategy = build_strategy(args.strategy, dict(options))  # fails here, not mid-run
+    except StrategyError as e:
+        raise ValueError(str(e)) from e
+    settings = TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
+                             metrics_out=args.metrics_out, strategy=args.strategy, strategy_options=options,
+                             sampling=Sampling(count=args.sample, fraction=args.fraction),
+                             **extra)  # type: ignore[arg-type]
+    check_replies(settings, strategy)
+    return settings
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--strategy-option takes KEY=VALUE (e.g. f=1), got {text!r}")
+    return key.strip(), value.strip()
 
 
 def _task_lr(task: str) -> float:

@@ -1,7 +1,8 @@
 """The round loop of a federated training run.
 
-Each round: send the global model to every worker, collect the replies (streaming each update
-into the strategy), aggregate, evaluate, log one JSON line, checkpoint. Deterministic given the
+Each round: draw the round's workers, send each the global model with the strategy's settings,
+collect the replies (streaming each update into the strategy), aggregate, evaluate, log one JSON
+line, checkpoint. Deterministic given the
 seed, so a resumed run ends where an uninterrupted one would.
 """
 
@@ -11,6 +12,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -22,11 +24,13 @@ from coordinator.metrics import MetricsLog, RoundMetrics
 from coordinator.proxy import RemoteWorker
 from coordinator.presence import announce
 from coordinator.rounds import Collected, ReplyCollector
+from coordinator.sampling import sample
 from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
-from coordinator.strategy import FedAvg, Failure, Strategy
+from coordinator.strategies import build_strategy
+from coordinator.strategy import Failure, Strategy
 from protocol.errors import PublishRejected, TrainingFailed, Unroutable
-from protocol.messages import Reply, TrainConfig, Weights
+from protocol.messages import Reply, Weights
 from worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
@@ -44,7 +48,8 @@ class TrainingJob:
         self.broker = broker
         self.settings = settings
         self.task = task or load_task(settings.task)
-        self.strategy = strategy or FedAvg()
+        self.strategy = strategy or build_strategy(settings.strategy, dict(settings.strategy_options))
+        check_replies(settings, self.strategy)
         self.on_round = on_round
         self.workers = [RemoteWorker(broker, name) for name in settings.workers]
         self.evaluator = Evaluator(broker, self.task, settings)
@@ -94,7 +99,8 @@ class TrainingJob:
         started = time.perf_counter()
         self.strategy.begin_round(weights)
         deadline = time.monotonic() + s.round_timeout_s
-        asked, failures = self._send_train(round_, weights, deadline)
+        sampled = sample(s.workers, s.asked_per_round, seed=s.config.seed, round_=round_)
+        asked, failures = self._send_train(round_, weights, deadline, sampled)
         collector = ReplyCollector(self.broker, s.job, round_, asked, verify_senders=s.verify_senders)
         collected = collector.collect(deadline, self._folder(weights))
         collected.failures[:0] = failures
@@ -111,20 +117,25 @@ class TrainingJob:
                                       for r in collected.replies if "train_loss" in r.metrics]),
             eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
             failures={f.worker: f.reason for f in collected.failures},
-            rejected=collected.rejected, dead_lettered=collected.dead_lettered)
+            rejected=collected.rejected, dead_lettered=collected.dead_lettered,
+            asked=sampled, strategy=dict(self.strategy.metrics()))
         self._finish(metrics, new_weights)
         return new_weights
 
-    def _send_train(self, round_: int, weights: Weights, deadline: float) -> tuple[dict[str, str], list[Failure]]:
-        """Send every worker its task; each expires at the round's deadline if still queued."""
+    def _send_train(self, round_: int, weights: Weights, deadline: float,
+                    sampled: list[str]) -> tuple[dict[str, str], list[Failure]]:
+        """Send each sampled worker its task, configured by the strategy; each expires at the deadline."""
+        c = self.settings.config
+        base = {name: replace(c, seed=round_seed(c.seed, round_, name)) for name in sampled}
+        configs = self.strategy.configure_train(round_, base)
         asked: dict[str, str] = {}
         failures: list[Failure] = []
-        c = self.settings.config
         for worker in self.workers:
-            config = TrainConfig(c.lr, c.epochs, c.batch_size, round_seed(c.seed, round_, worker.name))
+            if worker.name not in configs:
+                continue
             try:
                 expires_in_s = max(deadline - time.monotonic(), 0.001)
-                asked[worker.train(self.settings.job, round_, weights, config, expires_in_s)] = worker.name
+                asked[worker.train(self.settings.job, round_, weights, configs[worker.name], expires_in_s)] = worker.name
             except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's
                 failures.append(Failure(worker.name, str(e)))
         return asked, failures
@@ -146,6 +157,15 @@ class TrainingJob:
                                                          weights, self.strategy.state_dict()))
         if self.on_round:
             self.on_round(metrics)
+
+
+def check_replies(settings: TrainSettings, strategy: Strategy) -> None:
+    """ValueError before round 1 when a round may close with fewer replies than the strategy needs."""
+    needs = strategy.min_replies()
+    if settings.needed_replies < needs:
+        raise ValueError(f"strategy {settings.strategy!r} needs at least {needs} replies a round, but rounds may "
+                         f"close with {settings.needed_replies}: raise --min-replies (or --sample), or lower "
+                         f"the strategy's f")
 
 
 def _shortfall(round_: int, needed: int, collected: Collected) -> str:

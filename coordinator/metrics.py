@@ -23,6 +23,8 @@ class RoundMetrics:
     failures: dict[str, str] = field(default_factory=dict)  # worker -> reason
     rejected: int = 0  # updates refused before aggregation: NaN/Inf, above --max-update-norm, misfit
     dead_lettered: int = 0  # replies no honest worker sends (rejected updates included)
+    asked: list[str] = field(default_factory=list)  # the workers this round's sample asked
+    strategy: dict[str, object] = field(default_factory=dict)  # what the strategy reports (Krum's pick, ...)
 
 
 class MetricsLog:

@@ -1,4 +1,4 @@
-"""Collecting one round's replies: the first answer of each asked worker counts, nothing else.
+"""Collecting one round's replies; which of them count is the barrier's rule (coordinator.barrier).
 
 Replies that an honest worker may send but that come too late or twice (an earlier round's,
 a duplicate or redelivery, an answer to another of this round's tasks) are acknowledged and
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.base import Broker, Delivery
+from coordinator.barrier import Barrier, RoundBarrier, Verdict
 from coordinator.strategy import Failure
 from protocol.errors import DecodeError
 from protocol.messages import ErrorReply, Reply, decode_message
@@ -26,7 +27,6 @@ log = logging.getLogger("fedmq.coordinator")
 
 # Called with each accepted reply; returns why it is unusable, or None once it is used.
 OnReply = Callable[[Reply], "str | None"]
-USE, DROP, REJECT = "use", "drop", "reject"
 MAX_REASON = 1000  # characters: a hostile payload must not put megabytes into a header or a log
 
 
@@ -53,12 +53,10 @@ class Collected:
 
 class ReplyCollector:
     def __init__(self, broker: Broker, job: str, round_: int, asked: dict[str, str], *,
-                 verify_senders: bool = False) -> None:
+                 verify_senders: bool = False, barrier: Barrier | None = None) -> None:
         self._broker = broker
-        self._job = job
-        self._round = round_
-        self._asked = dict(asked)  # task id -> worker
-        self._pending = dict(asked)
+        self._pending = dict(asked)  # task id -> worker, not yet answered
+        self._barrier = barrier or RoundBarrier(job, round_, asked)
         # With credentials in use, RabbitMQ vouches for each message's user_id (username ==
         # worker name), so no worker can answer for another even by routing into its queue.
         self._verify_senders = verify_senders
@@ -95,11 +93,11 @@ class ReplyCollector:
         if not isinstance(message, (Reply, ErrorReply)):
             self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
             return
-        verdict, reason = self._judge(message, delivery.source)
-        if verdict == REJECT:
+        verdict, reason = self._barrier.judge(message, delivery.source)
+        if verdict is Verdict.REJECT:
             self._dead_letter(delivery, reason)
             return
-        if verdict == DROP:
+        if verdict is Verdict.DROP:
             log.info("dropped a reply from %s: %s", message.worker, reason)
             self.result.dropped += 1
         else:
@@ -117,28 +115,10 @@ class ReplyCollector:
             return f"a reply on worker {delivery.source!r}'s queue without a user_id"
         return f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
 
-    def _judge(self, message: Reply | ErrorReply, source: str) -> tuple[str, str]:
-        """(USE, ""), (DROP, why) for late or repeated answers, (REJECT, why) for impossible ones."""
-        if message.job != self._job:
-            return REJECT, f"a reply for job {message.job!r}, not {self._job!r}"
-        if message.round > self._round:
-            return REJECT, f"a reply for round {message.round}, which has not begun (now {self._round})"
-        if message.worker != source:
-            return REJECT, f"a reply naming worker {message.worker!r} in {source!r}'s reply queue"
-        if message.round < self._round:
-            return DROP, f"round {message.round} is over (now {self._round})"
-        asked_worker = self._asked.get(message.task_id)
-        if asked_worker is None:
-            return DROP, "no such task in this round"  # e.g. a training reply during evaluation
-        if asked_worker != source:
-            return REJECT, f"task was asked of {asked_worker!r}, answered by {source!r}"
-        if message.task_id not in self._pending:
-            return DROP, "duplicate answer"
-        return USE, ""
-
     def _accept(self, message: Reply | ErrorReply, on_reply: OnReply) -> str | None:
         """Record the answer; why its update was unusable, if it was."""
         del self._pending[message.task_id]
+        self._barrier.answered(message.task_id)
         if isinstance(message, ErrorReply):
             self.result.failures.append(Failure(message.worker, message.reason))
             return None

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.sampling import Sampling
 from protocol.messages import TrainConfig, check_name
 
 
@@ -24,6 +25,9 @@ class TrainSettings:
     job: str = "fedmq"
     max_update_norm: float | None = None  # updates with a larger L2 norm are rejected
     verify_senders: bool = False  # accept a reply only if its AMQP user_id is its worker's name
+    strategy: str = "fedavg"  # a registry name or module.path:ClassName
+    strategy_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs, parsed by the registry
+    sampling: Sampling = Sampling()  # how many workers each round asks
 
     def __post_init__(self) -> None:
         check_name("job", self.job)
@@ -35,16 +39,22 @@ class TrainSettings:
             raise ValueError("worker names must be distinct")
         if self.rounds < 1:
             raise ValueError("--rounds must be at least 1")
-        if self.min_replies is not None and not 1 <= self.min_replies <= len(self.workers):
-            raise ValueError(f"--min-replies must be between 1 and the number of workers ({len(self.workers)})")
+        asked = self.sampling.size(len(self.workers))
+        if self.min_replies is not None and not 1 <= self.min_replies <= asked:
+            raise ValueError(f"--min-replies must be between 1 and the number of workers a round asks ({asked})")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("--resume needs --checkpoint-dir")
         if self.max_update_norm is not None and not self.max_update_norm > 0:
             raise ValueError("--max-update-norm must be positive")
 
     @property
+    def asked_per_round(self) -> int:
+        return self.sampling.size(len(self.workers))
+
+    @property
     def needed_replies(self) -> int:
-        return self.min_replies if self.min_replies is not None else len(self.workers)
+        """Usable replies a round needs, counted within the round's sample."""
+        return self.min_replies if self.min_replies is not None else self.asked_per_round
 
 
 def default_job_name(task: str) -> str:

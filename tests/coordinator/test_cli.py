@@ -33,6 +33,14 @@ def test_an_unreachable_broker_is_one_line_and_exit_code_2(command: list[str]) -
     (["train", "--task", "digits", "--workers", "w0", "--resume"], "--checkpoint-dir"),
     (["worker", "--id", "w0", "--task", "digits", "--shard", "4/4"], "shard"),
     (["train", "--task", "no.such.module", "--workers", "w0"], "no.such.module"),
+    (["train", "--task", "digits", "--workers", "w0", "--strategy", "krumm"], "fedavg, fedavgm, fedprox"),
+    (["train", "--task", "digits", "--workers", "w0", "--strategy", "fedadam", "--strategy-option", "etaa=1"],
+     "valid options: eta"),
+    (["train", "--task", "digits", "--workers", "w0", "--strategy-option", "f"], "KEY=VALUE"),
+    (["train", "--task", "digits", "--workers", "w0,w1,w2", "--strategy", "krum"], "needs at least 5 replies"),
+    (["train", "--task", "digits", "--workers", "w0,w1", "--sample", "3"], "--sample 3 is more than"),
+    (["train", "--task", "digits", "--workers", "w0,w1", "--sample", "1", "--min-replies", "2"],
+     "--min-replies"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(args: list[str], message: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,15 +1,17 @@
 """The tensor codec: msgpack with tensors as raw bytes + dtype + shape.
 
 This is the only module that imports msgpack. Decoding treats its input as hostile: every
-msgpack container and string has a size limit, dtypes come from an allowlist, and a tensor's
-byte count must match its shape. Every failure is a DecodeError. Nothing is unpickled.
+msgpack container and string has a size limit, the whole message a budget of values (scalars and
+containers) in proportion to its size and a nesting limit, dtypes come from an allowlist, and a
+tensor's byte count must match its shape. Every failure is a DecodeError. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -35,6 +37,14 @@ MAX_ELEMENTS = 1 << 62  # torch's int64 element counts, with room for byte sizes
 MAX_STR_LEN = 1 << 20  # names, reasons, metric keys: never megabytes
 MAX_CONTAINER_LEN = 1 << 20  # state dicts with a million entries are not models
 PIECE_BYTES = 4 << 20  # tensors above this travel as several bins
+# A value (a scalar or a container) costs CPython 24 to 184 bytes, and msgpack spends only one
+# byte on an empty map: without a budget, 8 MiB of nested empty maps decoded to 580 MiB. Any
+# message may hold BASE_VALUES (about 15,000 tensors, or many 500-op command batches); beyond
+# that each value must come with BYTES_PER_VALUE bytes of payload, which every tensor-bearing
+# message does (the smallest tensor, a named scalar, is 8 values in about 70 bytes).
+BASE_VALUES = 1 << 17
+BYTES_PER_VALUE = 16
+MAX_DEPTH = 128  # msgpack nesting; the deepest fedmq message (a module's layers) is under 90
 
 
 def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
@@ -131,17 +141,26 @@ def pack(obj: Mapping[str, Any]) -> memoryview:
     return packer.getbuffer()  # type: ignore[no-any-return]
 
 
-def unpack(data: bytes | memoryview | list[bytes]) -> dict[str, Any]:
+def value_budget(size: int) -> int:
+    """The values a message of `size` bytes may decode to."""
+    return BASE_VALUES + size // BYTES_PER_VALUE
+
+
+def unpack(data: bytes | memoryview | list[bytes], *, max_values: int | None = None) -> dict[str, Any]:
     """The map msgpack bytes hold, within size limits; a list of parts is consumed as it is read.
 
+    At most `max_values` values (default: `value_budget` of the size) nested at most MAX_DEPTH
+    deep; the decode stops as soon as either is exceeded, long before a bomb's tree is built.
     Feeding parts one at a time and dropping each once fed keeps peak memory near one copy of
     the payload, which matters to a coordinator folding in large updates.
     """
+    size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else sum(len(part) for part in data)
+    budget = _Budget(value_budget(size) if max_values is None else max_values)
     try:
         if isinstance(data, (bytes, bytearray, memoryview)):
-            obj = msgpack.unpackb(data, **_limits(len(data)))
+            obj = msgpack.unpackb(data, **_limits(size, budget))
         else:
-            obj = _unpack_parts(data)
+            obj = _unpack_parts(data, size, budget)
     except DecodeError:
         raise
     except Exception as e:  # msgpack raises many unrelated types on hostile input
@@ -151,9 +170,8 @@ def unpack(data: bytes | memoryview | list[bytes]) -> dict[str, Any]:
     return obj
 
 
-def _unpack_parts(parts: list[bytes]) -> object:
-    total = sum(len(part) for part in parts)
-    unpacker = msgpack.Unpacker(max_buffer_size=max(total, 1), **_limits(total))
+def _unpack_parts(parts: list[bytes], size: int, budget: _Budget) -> object:
+    unpacker = msgpack.Unpacker(max_buffer_size=max(size, 1), **_limits(size, budget))
     found: list[object] = []
     while parts:
         unpacker.feed(parts.pop(0))
@@ -171,20 +189,66 @@ def _objects_so_far(unpacker: msgpack.Unpacker) -> list[object]:
             found.append(unpacker.unpack())
         except msgpack.OutOfData:
             return found
+        if len(found) > 1:  # a stream of top-level scalars has no container for the budget to see
+            raise DecodeError("a message must be one msgpack object, found more")
 
 
-def _limits(size: int) -> dict[str, Any]:
+class _Budget:
+    """Counts the values msgpack decodes, and how deep they nest, as it builds them.
+
+    msgpack calls a hook for each container once it is complete, children first: the count
+    stops a bomb when the budget is spent, not after the whole tree exists. Nesting comes from
+    a stack of the heights of containers completed but not yet claimed by a parent: a container's
+    own container children are always the top entries of that stack.
+    """
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self._left = max_values - 1  # the outermost value
+        self._heights: list[int] = []
+
+    def list_hook(self, items: list[object]) -> list[object]:
+        self._built(len(items), items)
+        return items
+
+    def map_hook(self, pairs: list[tuple[str, object]]) -> dict[str, object]:
+        # Pairs, not the dict: a repeated key would hide values that were built all the same.
+        self._built(2 * len(pairs), map(itemgetter(1), pairs))
+        items = dict(pairs)
+        if len(items) != len(pairs):
+            raise DecodeError("a msgpack map repeats a key; each key may appear once")
+        return items
+
+    def _built(self, values: int, children: Iterable[object]) -> None:
+        self._left -= values
+        if self._left < 0:
+            raise DecodeError(f"the message holds more than {self.max_values} values (scalars and containers), "
+                              "its limit; send fewer, larger tensors or smaller batches")
+        kinds = list(map(type, children))
+        nested = kinds.count(list) + kinds.count(dict)
+        height = 1
+        if nested:
+            height += max(self._heights[-nested:])
+            del self._heights[-nested:]
+        if height > MAX_DEPTH:
+            raise DecodeError(f"msgpack containers nest deeper than {MAX_DEPTH} levels")
+        self._heights.append(height)
+
+
+def _limits(size: int, budget: _Budget) -> dict[str, Any]:
     def no_ext(code: int, data: bytes) -> object:
         raise DecodeError(f"msgpack extension types are not accepted (got type {code})")
 
+    longest = min(size, MAX_CONTAINER_LEN, budget.max_values)
     return {
         "raw": False,
         "strict_map_key": True,
         "max_bin_len": size,
         "max_str_len": min(size, MAX_STR_LEN),
-        "max_array_len": min(size, MAX_CONTAINER_LEN),
-        "max_map_len": min(size, MAX_CONTAINER_LEN),
+        "max_array_len": longest,
+        "max_map_len": longest,
         "max_ext_len": 0,
         "ext_hook": no_ext,
+        "list_hook": budget.list_hook,
+        "object_pairs_hook": budget.map_hook,
     }
-

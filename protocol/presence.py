@@ -17,6 +17,7 @@ from protocol.errors import DecodeError
 KIND = "presence"
 ROLES = ("worker", "coordinator")
 MAX_FIELD = 256  # characters of any text field: names, task, shard, state
+MAX_VALUES = 64  # a beat is ten fields (21 values): anything much larger is not one
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def encode_presence(presence: Presence) -> bytes:
 
 def decode_presence(data: bytes) -> Presence:
     """The presence in `data`; DecodeError for anything else."""
-    obj = unpack(data)
+    obj = unpack(data, max_values=MAX_VALUES)
     if obj.get("kind") != KIND:
         raise DecodeError(f"not a presence message (kind {str(obj.get('kind'))[:40]!r})")
     text = {key: _text(obj, key) for key in ("role", "name", "state", "task", "shard", "job")}

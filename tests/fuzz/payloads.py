@@ -2,7 +2,7 @@
 
 Families: random bytes; valid messages truncated or with flipped bytes; msgpack headers that
 declare huge lengths; maps with wrong types, unknown kinds and unknown protocol versions;
-tensors whose dtype, shape or byte count lie; NaN/Inf updates; and chunk frames (headers and
+tensors whose dtype, shape or byte count lie; NaN/Inf updates; nested-container bombs; and chunk frames (headers and
 body) that are orphaned, oversized, incomplete or lie about their size.
 
 Every message here is built on a model that no fedmq task has ("w" of shape [3]), so a payload
@@ -21,6 +21,7 @@ import torch
 from hypothesis import strategies as st
 
 from broker import chunks
+from tests.fuzz.bombs import bomb_payloads
 from protocol.messages import PROTOCOL_VERSION, Reply, TrainConfig, TrainTask, encode_message
 
 JOB = "fuzz"
@@ -125,7 +126,7 @@ def non_finite(draw: st.DrawFn, worker: str) -> bytes:
 def payloads(worker: str = "w") -> st.SearchStrategy[bytes]:
     """Whole hostile message bodies (no chunk headers)."""
     return st.one_of(st.binary(max_size=256), wrong_maps(), lying_messages(worker), huge_headers(), mangled(worker),
-                     non_finite(worker), st.just(b""), st.just(b"\xc1"))
+                     non_finite(worker), bomb_payloads(), st.just(b""), st.just(b"\xc1"))
 
 
 Frames = list[chunks.Frame]

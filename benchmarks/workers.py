@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pika
 
 from broker.topology import Topology
+from coordinator import processes
 
 
 @contextmanager
 def worker_processes(url: str, topology: Topology, task: str, names: Sequence[str],
                      threads: int = 1) -> Iterator[None]:
     """`fedmq worker` subprocesses, one per name, each with shard i/n; stopped and cleaned up after."""
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", task,
-         "--shard", f"{i}/{len(names)}", "--broker", url, "--prefix", topology.prefix,
-         "--threads", str(threads), "--log-level", "warning"])
-        for i, name in enumerate(names)]
     try:
-        yield
+        with processes.worker_processes(names, task, "--broker", url, "--prefix", topology.prefix,
+                                        "--threads", str(threads), "--log-level", "warning"):
+            yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
         delete_topology(url, topology, names)
 
 

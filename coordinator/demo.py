@@ -6,15 +6,12 @@ workers are real `fedmq worker` subprocesses and the coordinator talks to them t
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 from broker.memory import MemoryBroker, MemoryHub
 from broker.settings import BrokerSettings, open_broker
 from coordinator.job import OnRound, TrainingJob
+from coordinator.processes import worker_processes
 from coordinator.settings import TrainSettings
 from protocol.messages import Weights
 from worker.pool import LocalWorkers
@@ -37,28 +34,10 @@ def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_rou
 def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
     # Fixed names: a rerun reuses its queues instead of leaving new durable ones behind.
     settings = replace(settings, job="demo", workers=tuple(f"demo-{name}" for name in settings.workers))
-    with open_broker(broker_settings) as broker, _worker_processes(settings, broker_settings):
+    connection = ["--broker", broker_settings.url, "--prefix", broker_settings.topology.prefix,
+                  "--log-level", "warning", *_tls_args(broker_settings)]
+    with open_broker(broker_settings) as broker, worker_processes(settings.workers, settings.task, *connection):
         return TrainingJob(broker, settings, on_round=on_round).run()
-
-
-@contextmanager
-def _worker_processes(settings: TrainSettings, broker_settings: BrokerSettings) -> Iterator[None]:
-    count = len(settings.workers)
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", settings.task,
-         "--shard", f"{index}/{count}", "--broker", broker_settings.url,
-         "--prefix", broker_settings.topology.prefix, "--log-level", "warning", *_tls_args(broker_settings)])
-        for index, name in enumerate(settings.workers)]
-    try:
-        yield
-    finally:
-        for process in processes:
-            process.terminate()  # graceful: the task in hand finishes first
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def _tls_args(broker_settings: BrokerSettings) -> list[str]:

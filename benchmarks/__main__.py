@@ -9,7 +9,7 @@ from rich.console import Console
 
 from benchmarks.table import Row, table
 
-NAMES = ["codec", "transport", "rounds", "memory", "remote_ops"]
+NAMES = ["codec", "transport", "rounds", "memory", "remote_ops", "robust"]  # robust: ~30 min
 
 
 def main() -> None:

@@ -1,0 +1,307 @@
+"""Robustness: final accuracy of each strategy against Byzantine workers (issue 9 point 6).
+
+digits, 10 `fedmq worker` processes holding label-skewed shards (`--partition label`), f in
+{0, 1, 3} of them attackers running a task module from benchmarks/attackers (sign-flip, gaussian,
+label-flip, "a little is enough"); 30 rounds of lr 0.1, one epoch, batch 32, seed 0. For each
+(attack, f) the ten workers start once and every strategy trains against them as its own job.
+The robust strategies are told the true f (trimmed mean: beta = f / n, so f values go from each
+side); a strategy whose rule cannot hold with n=10 (Bulyan needs n >= 4f + 3) is reported n/a.
+
+Which workers attack: with label skew, some digit may sit on one worker only (here 0 on w9, 2 on
+w0). An attacker there takes the digit out of any robust aggregate; that is lost data, not an
+aggregation failure, so the attackers are w5, w6, w8 (the first f of them), whose digits honest
+workers also hold.
+
+Target: with f=3 sign-flip, some robust strategy ends within 3 accuracy points of f=0 FedAvg.
+
+    python -m benchmarks.robust [--rounds 30] [--out runs/robust] [--broker URL]
+
+prints the table and writes one JSON line per (attack, f, strategy) to OUT/robust.jsonl (and each
+job's round lines to OUT/rounds/JOB.jsonl). Every run uses its own queue prefix and deletes its
+queues and exchanges at the end; worker processes get SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pika
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.attackers import ATTACKERS_ENV
+from benchmarks.table import Row
+from broker.base import Broker
+from broker.rabbitmq import RabbitBroker
+from broker.settings import BrokerSettings
+from broker.topology import Topology
+from coordinator.job import TrainingJob
+from coordinator.settings import TrainSettings
+from coordinator.strategies import build_strategy
+from protocol.errors import FedmqError
+from protocol.messages import TrainConfig
+
+WORKERS = 10
+ROUNDS = 30
+ATTACKS = ("signflip", "gaussian", "labelflip", "alie")
+FS = (1, 3)  # attackers per attacked setting; f=0 runs once, with no attack
+STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+ATTACKER_SHARDS = (5, 6, 8)  # see the module docstring
+CONFIG = TrainConfig(lr=0.1, epochs=1, batch_size=32, seed=0)
+GRACE_S = 30.0
+TARGET_POINTS = 3.0
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    attack: str  # "none" for f=0
+    f: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.attack}-f{self.f}"
+
+    @property
+    def attackers(self) -> tuple[int, ...]:
+        return ATTACKER_SHARDS[:self.f]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    attack: str
+    f: int
+    strategy: str
+    options: dict[str, str] = field(default_factory=dict)
+    accuracy: float | None = None  # the test accuracy after the last round; None: n/a or failed
+    rounds: int = 0  # rounds completed
+    note: str = ""  # why there is no accuracy
+    seconds: float = 0.0
+
+
+def settings(attacks: Sequence[str] = ATTACKS, fs: Sequence[int] = FS) -> list[Setting]:
+    return [Setting(attack="none", f=0)] + [Setting(attack=a, f=f) for a in attacks for f in fs if f > 0]
+
+
+def strategy_options(strategy: str, f: int, n: int = WORKERS) -> dict[str, str]:
+    """The options that tell a robust strategy the true f (fedavg and fedmedian take none)."""
+    if strategy == "fedtrimmedavg":
+        return {"beta": f"{f / n:.6g}"}
+    if strategy in ("krum", "multikrum", "bulyan"):
+        return {"f": str(f)}
+    return {}
+
+
+def not_applicable(strategy: str, options: dict[str, str], n: int = WORKERS) -> str | None:
+    """Why `strategy` cannot run with n workers and these options, or None when it can."""
+    try:
+        needs = build_strategy(strategy, options).min_replies()
+    except FedmqError as e:
+        return str(e)
+    if needs > n:
+        rule = " (n >= 4f + 3)" if strategy == "bulyan" else " (n >= 2f + 3)" if "krum" in strategy else ""
+        return f"needs {needs} workers{rule}, has {n}"
+    return None
+
+
+def run_setting(url: str, setting: Setting, *, run_id: str, rounds: int, out: Path,
+                strategies: Sequence[str] = STRATEGIES, console: Console | None = None) -> list[Result]:
+    """Start the ten workers for `setting`, train every strategy against them, stop them."""
+    topology = Topology(f"robust-{run_id}-{setting.name}")
+    names = [f"w{i}" for i in range(WORKERS)]
+    results: list[Result] = []
+    jobs: list[str] = []
+    with worker_processes(url, topology, setting, names, out / "logs"), \
+            RabbitBroker(BrokerSettings(url, topology)) as broker:
+        try:
+            for strategy in strategies:
+                options = strategy_options(strategy, setting.f)
+                reason = not_applicable(strategy, options)
+                if reason is not None:
+                    results.append(Result(attack=setting.attack, f=setting.f, strategy=strategy,
+                                          options=options, note=f"n/a: {reason}"))
+                    continue
+                job = f"{setting.name}-{strategy}"
+                jobs.append(job)
+                results.append(_train(broker, setting, strategy, options, job, names, rounds, out))
+                if console is not None:
+                    console.print(_line(results[-1]))
+        finally:
+            delete_topology(url, topology, names, jobs)
+    return results
+
+
+def _train(broker: Broker, setting: Setting, strategy: str, options: dict[str, str], job: str,
+           names: Sequence[str], rounds: int, out: Path) -> Result:
+    accuracies: list[float | None] = []
+    train = TrainSettings(task="digits", workers=tuple(names), rounds=rounds, config=CONFIG, job=job,
+                          strategy=strategy, strategy_options=tuple(options.items()),
+                          round_timeout_s=120.0, wait_for_workers_s=180.0,
+                          metrics_out=out / "rounds" / f"{job}.jsonl")
+    started = time.perf_counter()
+    note = ""
+    try:
+        TrainingJob(broker, train, on_round=lambda m: accuracies.append(m.eval_accuracy)).run()
+    except FedmqError as e:  # a strategy's failure is its cell's result, not the benchmark's end
+        note = f"failed: {e}"
+    return Result(attack=setting.attack, f=setting.f, strategy=strategy, options=options,
+                  accuracy=accuracies[-1] if accuracies and not note else None, rounds=len(accuracies),
+                  note=note, seconds=round(time.perf_counter() - started, 1))
+
+
+@contextmanager
+def worker_processes(url: str, topology: Topology, setting: Setting, names: Sequence[str],
+                     log_dir: Path) -> Iterator[None]:
+    """One `fedmq worker` per name on shard i/n (label skew); the attackers run the attack's module."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **{ATTACKERS_ENV: ",".join(map(str, setting.attackers))})
+    processes = []
+    for index, name in enumerate(names):
+        task = f"benchmarks.attackers.{setting.attack}" if index in setting.attackers else "digits"
+        command = [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", task,
+                   "--shard", f"{index}/{len(names)}", "--partition", "label", "--broker", url,
+                   "--prefix", topology.prefix, "--threads", "1", "--log-level", "warning"]
+        with open(log_dir / f"{setting.name}-{name}.log", "w") as log:
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+    try:
+        yield
+    finally:
+        stop(processes)
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]], grace_s: float = GRACE_S) -> None:
+    """SIGTERM each process, wait; SIGKILL whatever outlives the grace period."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def delete_topology(url: str, topology: Topology, workers: Sequence[str], jobs: Sequence[str]) -> None:
+    """Delete every queue and exchange this setting's prefix declared (a failed job's reply queues too)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        queues = [topology.task_queue(w) for w in workers] + [topology.dead_letter_queue]
+        queues += [topology.reply_queue(job, w) for job in jobs for w in workers]
+        for queue in queues:
+            channel.queue_delete(queue)
+        for exchange in (topology.task_exchange, topology.reply_exchange, topology.dead_letter_exchange,
+                         topology.presence_exchange):
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+def run_all(url: str, *, rounds: int = ROUNDS, out: Path = Path("runs/robust"),
+            chosen: Sequence[Setting] | None = None, console: Console | None = None) -> list[Result]:
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:8]
+    results: list[Result] = []
+    with open(out / "robust.jsonl", "w") as lines:
+        for setting in chosen if chosen is not None else settings():
+            for result in run_setting(url, setting, run_id=run_id, rounds=rounds, out=out, console=console):
+                results.append(result)
+                lines.write(json.dumps(asdict(result)) + "\n")
+                lines.flush()
+    return results
+
+
+def result_table(results: Sequence[Result]) -> Table:
+    """Strategies down, (attack, f) across; final test accuracy in percent."""
+    columns = list(dict.fromkeys((r.attack, r.f) for r in results))
+    table = Table(title="final test accuracy (%), digits, 10 workers, label skew")
+    table.add_column("strategy")
+    for attack, f in columns:
+        table.add_column(f"{attack} f={f}", justify="right")
+    for strategy in dict.fromkeys(r.strategy for r in results):
+        cells = {(r.attack, r.f): r for r in results if r.strategy == strategy}
+        table.add_row(strategy, *[_cell(cells.get(column)) for column in columns])
+    return table
+
+
+def target_row(results: Sequence[Result]) -> Row:
+    """Best robust accuracy under f=3 sign-flip minus f=0 FedAvg's, in points."""
+    baseline = next((r.accuracy for r in results if r.f == 0 and r.strategy == "fedavg"), None)
+    attacked = [r for r in results if (r.attack, r.f) == ("signflip", 3) and r.strategy != "fedavg"
+                and r.accuracy is not None]
+    if baseline is None or not attacked:
+        return Row("robust: f=3 sign-flip vs f=0 FedAvg", float("nan"), "points", f">= -{TARGET_POINTS:g}",
+                   "not measured")
+    best = max(attacked, key=lambda r: r.accuracy or 0.0)
+    return Row("robust: best strategy under f=3 sign-flip minus f=0 FedAvg", 100 * ((best.accuracy or 0) - baseline),
+               "points", f">= -{TARGET_POINTS:g}",
+               f"{best.strategy} {100 * (best.accuracy or 0):.1f}% vs {100 * baseline:.1f}%")
+
+
+def run(url: str) -> list[Row]:
+    """The full benchmark for `python -m benchmarks`: prints the accuracy table, returns the target row."""
+    quiet_pika()
+    console = Console()
+    results = run_all(url, console=console)
+    console.print(result_table(results))
+    return [target_row(results)]
+
+
+def quiet_pika() -> None:
+    """Waiting for workers probes their queues before they exist: pika logs each 404 as a warning."""
+    logging.getLogger("pika").setLevel(logging.ERROR)
+
+
+def _cell(result: Result | None) -> str:
+    if result is None:
+        return ""
+    if result.accuracy is None:
+        return "n/a" if result.note.startswith("n/a") else "failed"
+    return f"{100 * result.accuracy:.1f}"
+
+
+def _line(result: Result) -> str:
+    accuracy = "-" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
+    return (f"{result.attack} f={result.f} {result.strategy} {result.options or ''}: {accuracy} "
+            f"after {result.rounds} rounds, {result.seconds:.0f} s {result.note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.robust", description=__doc__.split("\n")[0])
+    parser.add_argument("--broker", default=DEFAULT_BROKER)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--out", type=Path, default=Path("runs/robust"), help="JSON lines go here")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset of "
+                        f"{', '.join(ATTACKS)}")
+    parser.add_argument("--f", default=",".join(map(str, FS)), help="attacker counts besides f=0 (max 3)")
+    args = parser.parse_args()
+    attacks = [a for a in args.attacks.split(",") if a]
+    unknown = set(attacks) - set(ATTACKS)
+    fs = [int(f) for f in args.f.split(",") if f]
+    if unknown or not all(0 < f <= len(ATTACKER_SHARDS) for f in fs):
+        parser.error(f"attacks are {', '.join(ATTACKS)}; f is between 1 and {len(ATTACKER_SHARDS)}")
+    logging.basicConfig(level=logging.WARNING)
+    quiet_pika()
+    console = Console()
+    results = run_all(args.broker, rounds=args.rounds, out=args.out, chosen=settings(attacks, fs), console=console)
+    console.print(result_table(results))
+    row = target_row(results)
+    console.print(f"{row.benchmark}: {row.measured:+.1f} {row.unit} (target {row.target}; "
+                  f"{'met' if row.met else 'NOT met'}; {row.note})")
+
+
+if __name__ == "__main__":
+    main()

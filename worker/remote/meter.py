@@ -61,16 +61,20 @@ class _Clock(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch leave
     def __init__(self, budget: Budget) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._budget = budget
-        self._deadline = time.monotonic() + budget.seconds
+        self._deadline = 0.0  # set at the batch's first real op: torch's one-off imports are not its work
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:  # noqa: ANN401
         kwargs = kwargs or {}
+        if _on_meta((args, kwargs)):  # sizing an op (worker.remote.sizing): shapes only, no work
+            return func(*args, **kwargs)
+        if not self._deadline:
+            self._deadline = time.monotonic() + self._budget.seconds
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise OpFailure("capacity", f"the batch ran past its compute budget of {self._budget.seconds:g}s "
                                         f"(at {func}): send fewer or smaller ops per batch")
         price = flop_registry.get(func.overloadpacket)
-        if price is not None and not _on_meta((args, kwargs)):
+        if price is not None:
             flops = _flops(func, price, args, kwargs)
             if flops / self._budget.flops_per_s > left:
                 raise OpFailure("capacity", f"{func} needs about {flops:.3g} FLOPs, more than the "
@@ -89,10 +93,11 @@ def _flops(func: Any, price: Any, args: Any, kwargs: Any) -> float:  # noqa: ANN
         return 0.0
 
 
-def _on_meta(operands: object) -> bool:
+def _on_meta(operands: tuple[Any, dict[str, Any]]) -> bool:
     found: list[bool] = []
     tree_map_only(torch.Tensor, lambda t: found.append(t.is_meta), operands)
-    return any(found)
+    device = operands[1].get("device")
+    return any(found) or (device is not None and torch.device(device).type == "meta")
 
 
 class Meter:

@@ -69,6 +69,7 @@ class Entry:
     taint: Taint
     nbytes: int
     layers: Plain = None  # a module's layer structure, kept so that it can move
+    failed: str = ""  # set on a stand-in for the result of an op that failed unseen (worker.remote.sizing)
 
 
 MAX_LOST = 1024  # remembered reasons for missing ids, per session: only for clearer errors
@@ -288,6 +289,20 @@ def size_of(value: object) -> int:
     if isinstance(value, torch.optim.Optimizer):
         return sum(size_of(t) for state in value.state.values() for t in state.values() if isinstance(t, torch.Tensor))
     return 0
+
+
+def structure_bytes(layers: Plain) -> int:
+    """What building a module from this layer structure costs beyond its weights: LAYER_BYTES a
+    layer, counted on the structure before anything is built."""
+    stack, count = [layers], 0
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += "layer" in node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return LAYER_BYTES * count
 
 
 # Tensors of optimizer state per parameter, at most (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq

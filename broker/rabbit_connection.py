@@ -104,11 +104,13 @@ class Link:
             try:
                 return op(self._current_publisher() if publishing else self._current_channel())
             except px.ChannelClosedByBroker as e:
-                if e.reply_code in REFUSALS and publishing:
-                    self._publisher = None  # closed by the refusal; the next publish opens one
-                    raise PublishRejected(f"RabbitMQ refused a publish: {describe(e)}") from e
                 if e.reply_code in REFUSALS:
-                    self._channel = None  # the next call opens a fresh one
+                    # The refusal closed the channel it was made on, which may be a side channel
+                    # (presence): only a closed channel is replaced. Dropping the open main
+                    # channel would strand its unacknowledged delivery.
+                    self._forget_closed_channels()
+                    if publishing:
+                        raise PublishRejected(f"RabbitMQ refused a publish: {describe(e)}") from e
                     raise BrokerError(f"RabbitMQ refused the request: {describe(e)}") from e
                 cause: BaseException = e
             except LOST as e:
@@ -211,6 +213,13 @@ class Link:
                             describe(reason) if reason else "no reason given")
             self._open_channel()
         return self._channel
+
+    def _forget_closed_channels(self) -> None:
+        """The next call reopens whichever of the main and publish channels the broker closed."""
+        if self._publisher is not None and not self._publisher.is_open:
+            self._publisher = None
+        if self._channel is not None and not self._channel.is_open:
+            self._channel = None
 
     def _current_publisher(self) -> Channel:
         if self._publisher is None or not self._publisher.is_open:

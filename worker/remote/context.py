@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from protocol.commands import Op
 from protocol.operands import Arg, ModuleSpec, Ref
+from worker.remote import sizing
 from worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint
 from worker.task import Dataset, Task
 
@@ -69,7 +72,47 @@ class Context:
         return {Taint.PUBLIC: "none", Taint.DERIVED: "derived", Taint.PRIVATE: "all"}[self.allow_get]
 
     def check_leaving(self, entry: Entry, object_id: int, what: str) -> None:
-        """OpFailure("permission") unless this worker's --allow-get lets the entry leave."""
+        """OpFailure("permission") unless this worker's --allow-get lets the entry leave;
+        OpFailure("failed") when it is the stand-in of a failed op's result."""
         if entry.taint > self.allow_get:
             raise OpFailure("permission", f"{what} of object #{object_id} refused: it is {entry.taint.name.lower()} "
                                           f"data and worker {self.worker!r} runs with --allow-get {self.policy}")
+        if entry.failed:
+            raise OpFailure("failed", f"{what} of object #{object_id}: it holds no value, because {entry.failed} "
+                                      f"(the message is withheld: it may spell out private values)")
+
+    def stand_ins(self, error: Exception, taints: list[Taint], size: sizing.Size,
+                  operands: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What an op that raised `error` leaves for its results, when the failure may not be told.
+
+        Whether an op fails can depend on values (an index out of range): told, it is one bit
+        about them per op, enough to find a private label by bisection. So when an operand is
+        more private than --allow-get lets out, a failure is not told: the op's results are
+        stand-ins (sizing.stand_ins), marked failed, and `check_leaving` says so only where their
+        own taint lets them leave. Otherwise, or when the results' shapes are not known, `error`
+        is raised again.
+        """
+        if isinstance(error, OpFailure) or max(taints, default=Taint.PUBLIC) <= self.allow_get \
+                or size.outputs is None:
+            raise error
+        return sizing.stand_ins(size, operands)
+
+
+def unseen_failure(session: Session, op: Op) -> str:
+    """Why the op's results will be stand-ins too: an operand is one (else "")."""
+    for ref in _refs((op.args, op.kwargs)):
+        entry = session.objects.get(ref.id)
+        if entry is not None and entry.failed:
+            return f"object #{ref.id} it was computed from holds no value ({entry.failed})"
+    return ""
+
+
+def _refs(operands: object) -> Iterator[Ref]:
+    if isinstance(operands, Ref):
+        yield operands
+    elif isinstance(operands, (tuple, list)):
+        for item in operands:
+            yield from _refs(item)
+    elif isinstance(operands, dict):
+        for item in operands.values():
+            yield from _refs(item)

@@ -25,7 +25,7 @@ import torch
 from protocol.commands import Op, OpError
 from protocol.operands import Ref, Value
 from worker.remote import aliases, allowlist, sizing
-from worker.remote.context import Context, Outgoing
+from worker.remote.context import Context, Outgoing, unseen_failure
 from worker.remote.specials import SPECIALS
 from worker.remote.store import Entry, OpFailure, Session, Taint, combine, size_of
 
@@ -123,12 +123,17 @@ class Executor:
         size = sizing.size_call(op.name, fn, args, kwargs)  # before anything is allocated
         self._check_shape_deciders(op, size, used)
         context.store.check_room(0, size.nbytes, op.name)
-        results = _as_tensors(op, fn(*args, **kwargs))
+        failed = unseen_failure(session, op)
+        try:
+            results = _as_tensors(op, fn(*args, **kwargs))
+        except Exception as e:
+            results = context.stand_ins(e, taints, size, [tensor for tensor, _ in used])
+            failed = f"{op.name} failed ({type(e).__name__})"
         taint = combine(taints, structural=base in allowlist.STRUCTURAL)
         context.store.check_room(len(results), sum(size_of(t) for t in results), op.name)
         for out, tensor in zip(op.outs, results, strict=True):
             kept = aliases.at_least(taint, tensor, used)  # a view of an operand is as tainted as it
-            context.store.put(session, out, Entry(tensor, kept, size_of(tensor)), op.name)
+            context.store.put(session, out, Entry(tensor, kept, size_of(tensor), failed=failed), op.name)
 
     def _check_shape_deciders(self, op: Op, size: sizing.Size, used: list[tuple[torch.Tensor, Taint]]) -> None:
         """OpFailure("permission") when the shape of the op's result would show values that may not

@@ -39,6 +39,20 @@ class Size:
 
     nbytes: int
     deciders: list[torch.Tensor] = field(default_factory=list)
+    outputs: list[tuple[torch.Size, torch.dtype]] | None = None  # the results' shapes, where known
+
+
+def stand_ins(size: Size, operands: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zeros shaped as the op's results would have been, joined to the operands that need
+    gradients with weight zero: what follows (a loss, backward, a step) runs as it would have,
+    with zero gradients, so nothing downstream tells that the op failed."""
+    assert size.outputs is not None
+    graph = [t.sum() * 0 for t in operands if t.requires_grad and t.is_floating_point()]
+    made = []
+    for shape, dtype in size.outputs:
+        zeros = torch.zeros(shape, dtype=dtype, device=operands[0].device if operands else None)
+        made.append(sum(graph, zeros) if graph and dtype.is_floating_point else zeros)
+    return made
 
 
 class _Tally(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch leaves it unannotated
@@ -108,7 +122,7 @@ def size_call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     if "device" in meta_kwargs:
         meta_kwargs["device"] = "meta"
     try:
-        return Size(nbytes=_tally(lambda: fn(*to_meta(args), **meta_kwargs)))
+        return _tally(lambda: fn(*to_meta(args), **meta_kwargs))
     except Exception as e:  # no meta kernel, or a shape that depends on values
         bound = DATA_DEPENDENT.get(name.partition(".")[2])
         size = bound(args, kwargs) if bound is not None else None
@@ -126,17 +140,17 @@ def size_forward(net: nn.Module, args: list[Any], kwargs: dict[str, Any]) -> Siz
         with torch.device("meta"):  # tensors the forward makes itself are meta too
             return torch.func.functional_call(net, state, tuple(meta_args), meta_kwargs)
     try:
-        return Size(nbytes=_tally(call))
+        return _tally(call)
     except Exception as e:
         raise _unsizable("forward", e) from e
 
 
-def _tally(call: Callable[[], Any]) -> int:
+def _tally(call: Callable[[], Any]) -> Size:
     tally = _Tally()
     with torch.no_grad(), tally, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the real run warns, if it runs
-        call()
-    return tally.nbytes
+        result = call()
+    return Size(nbytes=tally.nbytes, outputs=[(t.shape, t.dtype) for t in tensors_in(result)])
 
 
 def _unsizable(name: str, error: Exception) -> OpFailure:
@@ -198,7 +212,7 @@ def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Size | None:
     stand_ins = [_stand_ins(item) for item in items]
     flat = tuple(index for group in stand_ins for index in group)
     try:
-        nbytes = _tally(lambda: operator.getitem(to_meta(source), flat))
+        nbytes = _tally(lambda: operator.getitem(to_meta(source), flat)).nbytes
     except Exception:  # noqa: BLE001 - a key the stand-ins cannot take: not sizable
         return None
     index_bytes = sum(_NONZERO_BYTES * mask.ndim * mask.numel() for mask in masks)

@@ -18,17 +18,8 @@ from protocol.commands import Op
 from protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
 from worker.remote import aliases, layers, sizing
 from worker.remote.allowlist import OPTIMIZERS
-from worker.remote.context import Context, Outgoing
-from worker.remote.store import (
-    Entry,
-    OpFailure,
-    Session,
-    Taint,
-    derive,
-    optimizer_state_bound,
-    size_of,
-    structure_bytes,
-)
+from worker.remote.context import Context, Outgoing, unseen_failure
+from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of
 from worker.task import as_pair
 
 Special = Callable[[Context, Session, Op], "Value | Outgoing | None"]
@@ -85,9 +76,7 @@ def module(context: Context, session: Session, op: Op) -> None:
     (spec,) = op.args
     if not isinstance(spec, ModuleSpec):
         raise OpFailure("failed", "module takes a layer structure and its weights")
-    # Layers cost memory even without parameters: counted on the structure, before building.
-    context.store.check_room(1, sum(size_of(t) for t in spec.weights.values()) + structure_bytes(spec.layers),
-                             op.name)
+    context.store.check_room(1, sum(size_of(t) for t in spec.weights.values()), op.name)
     try:
         built = layers.build(spec.layers, spec.weights, context.device)
     except (ValueError, TypeError) as e:  # TypeError: a constructor that refused its arguments
@@ -127,17 +116,25 @@ def forward(context: Context, session: Session, op: Op) -> None:
     used: list[tuple[torch.Tensor, Taint]] = []
     args = [context.resolve(session, arg, taints, used) for arg in op.args[1:]]
     kwargs = {key: context.resolve(session, arg, taints, used) for key, arg in op.kwargs.items()}
-    context.store.check_room(0, sizing.size_forward(net, args, kwargs).nbytes, op.name)  # before it runs
+    size = sizing.size_forward(net, args, kwargs)
+    context.store.check_room(0, size.nbytes, op.name)  # before it runs
     taint = derive(max(taints))
     # A forward may write into the module (running statistics, Embedding's max_norm renormalising
     # the rows it touched, in eval mode too): whatever its inputs were, its state may now hold.
     entry.taint = max(entry.taint, taint)
     aliases.spread(session, aliases.storages(net), entry.taint)
-    result = net(*args, **kwargs)
+    failed = unseen_failure(session, op)
+    try:
+        result = net(*args, **kwargs)
+    except Exception as e:  # an Embedding meeting a private index out of range, say
+        made = context.stand_ins(e, taints, size, [*net.parameters(), *(t for t, _ in used)])
+        result = made[0] if len(made) == 1 else tuple(made)
+        failed = f"forward failed ({type(e).__name__})"
     if not isinstance(result, torch.Tensor):
         raise OpFailure("failed", f"forward gave a {type(result).__name__}; only tensors are kept")
     weights = [(t, entry.taint) for t in [*net.parameters(), *net.buffers()]]
-    _put(context, session, op, result, aliases.at_least(taint, result, [*used, *weights]))  # Identity: its input
+    kept = aliases.at_least(taint, result, [*used, *weights])  # Identity: its input
+    context.store.put(session, op.outs[0], Entry(result, kept, size_of(result), failed=failed), op.name)
 
 
 def backward(context: Context, session: Session, op: Op) -> None:

@@ -19,7 +19,7 @@ from protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
 from worker.remote import aliases, layers, sizing
 from worker.remote.allowlist import OPTIMIZERS
 from worker.remote.context import Context, Outgoing, unseen_failure
-from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of
+from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of, structure_bytes
 from worker.task import as_pair
 
 Special = Callable[[Context, Session, Op], "Value | Outgoing | None"]
@@ -76,7 +76,9 @@ def module(context: Context, session: Session, op: Op) -> None:
     (spec,) = op.args
     if not isinstance(spec, ModuleSpec):
         raise OpFailure("failed", "module takes a layer structure and its weights")
-    context.store.check_room(1, sum(size_of(t) for t in spec.weights.values()), op.name)
+    # Layers cost memory even without parameters: counted on the structure, before building.
+    context.store.check_room(1, sum(size_of(t) for t in spec.weights.values()) + structure_bytes(spec.layers),
+                             op.name)
     try:
         built = layers.build(spec.layers, spec.weights, context.device)
     except (ValueError, TypeError) as e:  # TypeError: a constructor that refused its arguments

@@ -291,6 +291,20 @@ def size_of(value: object) -> int:
     return 0
 
 
+def structure_bytes(layers: Plain) -> int:
+    """What building a module from this layer structure costs beyond its weights: LAYER_BYTES a
+    layer, counted on the structure before anything is built."""
+    stack, count = [layers], 0
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += "layer" in node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return LAYER_BYTES * count
+
+
 # Tensors of optimizer state per parameter, at most (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq
 # with amsgrad; ASGD: ax plus scalars; SGD: momentum_buffer), plus 64 bytes for scalars (step).
 STATE_PER_PARAMETER = {"SGD": 1, "Adam": 3, "AdamW": 3, "Adagrad": 1, "Adadelta": 2, "Adamax": 2,

@@ -93,6 +93,9 @@ class RemoteCommands:
             session.last_seq = batch.seq
             reason = (f"worker {self._worker!r} has given remote commands {self.share.share:.0%} of its time "
                       f"over the last {self.share.window_s:g}s while it trains: try again later")
+            for op in batch.ops:  # later ops that use these results say why they are missing
+                for out in op.outs:
+                    session.lost[out] = "its batch was refused: the worker was busy training"
             self._answer(session, batch, {}, OpError(0, batch.ops[0].name if batch.ops else "batch", reason,
                                                      "capacity"))
         else:

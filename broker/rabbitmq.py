@@ -15,26 +15,24 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import pika
-import pika.exceptions as px
 
 from broker import chunks
 from broker.base import Body, Broker, DeadLetter, Delivery, T
 from broker.poison import Redeliveries, fingerprint, poison_reason
 from broker.rabbit_connection import Channel, Link
-from broker.rabbitmq_delivery import REASON, SOURCE, Piece, Raw, Tag, common_user, letter, raw, tag_of
+from broker.rabbitmq_delivery import Piece, Raw, Tag, common_user, letter, raw, tag_of
+from broker.rabbitmq_outbox import Outbox
 from broker.rabbitmq_params import connection_user
 from broker.rabbitmq_presence import PresenceChannel, queue_depth
 from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, PublishRejected, Unroutable
+from protocol.errors import BrokerError
 from protocol.messages import check_name
 
 log = logging.getLogger("fedmq.broker")
-MAX_REASON = 4000  # characters of a dead letter's reason header
 MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving
 
 
@@ -57,10 +55,10 @@ class RabbitBroker(Broker):
         self._user = connection_user(settings.url)  # every publish carries it as user_id
         self._poll_s = 0.001
         self._closed = False
-        self._dead_letters_writable = True  # until the dead-letter exchange refuses this user
         self._presence: PresenceChannel | None = None  # side channel, remade per connection
         self._watching = False  # watch_presence was called: re-watch after a reconnect
         self._link = Link(settings, self._on_channel)
+        self._out = Outbox(self._link, settings, self._user)  # publishes, acks, rejects
         self._link.connect()
 
     @property
@@ -96,11 +94,11 @@ class RabbitBroker(Broker):
         key = check_name("worker", worker)
         # RabbitMQ's per-message TTL, in whole milliseconds; it also applies after a requeue.
         expiration = None if expires_in_s is None else str(max(1, int(expires_in_s * 1000)))
-        self._publish(self._topology.task_exchange, key, body, {}, f"worker {worker!r}", expiration)
+        self._out.publish(self._topology.task_exchange, key, body, {}, f"worker {worker!r}", expiration)
 
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
         key = self._topology.reply_key(job, worker)
-        self._publish(
+        self._out.publish(
             self._topology.reply_exchange, key, body, {}, f"job {job!r} replies from {worker!r}"
         )
 
@@ -134,13 +132,13 @@ class RabbitBroker(Broker):
                 served = True
 
     def ack(self, delivery: Delivery) -> None:
-        self._ack(tag_of(delivery))
+        self._out.ack(tag_of(delivery))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         tag = tag_of(delivery)
         if self._closed or tag.generation != self._link.generation:
             return  # from a closed connection: the broker redelivers it, and it fails again
-        self._settle_failed(tag, delivery.body(), reason, delivery.source)
+        self._out.settle_failed(tag, delivery.body(), reason, delivery.source)
 
     def take_dead_letter(self, timeout: float) -> DeadLetter | None:
         self._check_open()
@@ -150,7 +148,7 @@ class RabbitBroker(Broker):
             self._settle()
             if self._dead:
                 delivery = self._dead.popleft()
-                self._ack(tag_of(delivery))
+                self._out.ack(tag_of(delivery))
                 return letter(delivery)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -197,7 +195,7 @@ class RabbitBroker(Broker):
 
     def close(self) -> None:
         if not self._closed:
-            self._closed = True
+            self._closed = self._out.closed = True
             self._link.close()  # RabbitMQ requeues what this connection left unacknowledged
 
     # Internals: declaring.
@@ -224,36 +222,6 @@ class RabbitBroker(Broker):
         if consumer_tag is not None:
             channel.basic_cancel(consumer_tag)
         channel.queue_delete(queue)
-
-    # Internals: publishing.
-    def _publish(
-        self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str,
-        expiration: str | None = None,
-    ) -> None:
-        def send(channel: Channel) -> None:
-            for frame in chunks.split(body, self._settings.chunk_size):  # fresh id on a retry
-                # user_id: RabbitMQ refuses it unless it is this connection's user, so the
-                # receiver knows who sent each message (the coordinator checks replies by it).
-                properties = pika.BasicProperties(
-                    delivery_mode=2, headers={**headers, **frame.headers},
-                    expiration=expiration, user_id=self._user,
-                )
-                # pika accepts only bytes: one copy per frame, never of the whole payload.
-                data = frame.body if isinstance(frame.body, bytes) else bytes(frame.body)
-                try:
-                    channel.basic_publish(exchange, key, data, properties, mandatory=True)
-                except px.UnroutableError as e:
-                    raise Unroutable(f"no queue for {what}: is it running?") from e
-                except px.NackError as e:  # a full queue with x-overflow reject-publish, ...
-                    raise PublishRejected(f"RabbitMQ refused a message for {what} (nack: a full "
-                                          "queue, or one that takes none)") from e
-
-        self._link.call(send, publishing=True)
-
-    def _publish_dead_letter(self, body: Body, reason: str, source: str) -> None:
-        # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.
-        headers = {REASON: reason[:MAX_REASON], SOURCE: source}
-        self._publish(self._topology.dead_letter_exchange, "", body, headers, "dead letters")
 
     # Internals: consuming.
     def _consume(self, queue: str, source: str) -> None:
@@ -320,7 +288,7 @@ class RabbitBroker(Broker):
             self._dead.append(delivery)
         elif delivery.attempts > self._settings.max_deliveries:  # it killed its consumer each time
             reason = poison_reason(delivery.attempts, self._settings.max_deliveries)
-            self._settle_failed(tag_of(delivery), delivery.body(), reason, delivery.source)
+            self._out.settle_failed(tag_of(delivery), delivery.body(), reason, delivery.source)
         else:
             self._ready.append(delivery)
 
@@ -330,44 +298,9 @@ class RabbitBroker(Broker):
         if dropped.error is not None and not from_dead_letters:
             source = self._consumed.get(dropped.origin, "")
             log.warning("dead-lettering a chunked message from %s: %s", dropped.origin, dropped.error)
-            self._settle_failed(Tag(generation, tuple(dropped.tags)), b"", str(dropped.error), source)
+            self._out.settle_failed(Tag(generation, tuple(dropped.tags)), b"", str(dropped.error), source)
             return
-        self._ack(Tag(generation, tuple(dropped.tags)))
-
-    def _settle_failed(self, tag: Tag, body: Body, reason: str, source: str) -> None:
-        """Publish the dead letter with its reason and ack the pieces; when the dead-letter
-        exchange refuses this user (a provisioned worker may not write it), reject them instead:
-        the queue's own dead-lettering moves them, with RabbitMQ's reason "rejected"."""
-        if self._dead_letters_writable:
-            try:
-                self._publish_dead_letter(body, reason, source)
-                self._ack(tag)
-                return
-            except PublishRejected as e:
-                refused = isinstance(e.__cause__, px.ChannelClosedByBroker)
-                self._dead_letters_writable = not refused  # a 403 stays: not asked again
-                log.info("dead letters go through queue rejection: %s", e)
-        log.warning("dead-lettering a message from %s: %s", source or "?", reason[:MAX_REASON])
-        self._reject(tag)
-
-    def _reject(self, tag: Tag) -> None:
-        def reject(channel: Channel) -> None:
-            if tag.generation == self._link.generation:
-                for piece in tag.pieces:
-                    channel.basic_nack(piece.tag, requeue=False)
-
-        if not self._closed:
-            self._link.call(reject)
-
-    def _ack(self, tag: Tag) -> None:
-        def ack(channel: Channel) -> None:
-            if tag.generation != self._link.generation:
-                return  # its channel is gone: RabbitMQ redelivers it (handlers are idempotent)
-            for piece in tag.pieces:  # one by one: `multiple` would ack other consumers' too
-                channel.basic_ack(piece.tag)
-
-        if not self._closed:
-            self._link.call(ack)
+        self._out.ack(Tag(generation, tuple(dropped.tags)))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,102 @@
+"""What the RabbitMQ transport sends: confirmed publishes (chunked when large), dead letters,
+and the acks and rejects that settle deliveries.
+
+Publishes go out on the Link's publish channel, so a refused one (PublishRejected) never costs
+the consumers. A dead letter is published to the dead-letter exchange with fedmq's reason
+header; a user that may not write that exchange (a provisioned worker) rejects the delivery
+instead, and its queue's own dead-lettering moves it there (RabbitMQ's reason "rejected").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import pika
+import pika.exceptions as px
+
+from broker import chunks
+from broker.base import Body
+from broker.rabbit_connection import Channel, Link
+from broker.rabbitmq_delivery import REASON, SOURCE, Tag
+from broker.settings import BrokerSettings
+from protocol.errors import PublishRejected, Unroutable
+
+log = logging.getLogger("fedmq.broker")
+MAX_REASON = 4000  # characters of a dead letter's reason header
+
+
+class Outbox:
+    def __init__(self, link: Link, settings: BrokerSettings, user: str | None) -> None:
+        self._link = link
+        self._settings = settings
+        self._user = user  # every publish carries it as user_id
+        self._dead_letters_writable = True  # until the dead-letter exchange refuses this user
+        self.closed = False  # set by the broker's close: nothing is settled after it
+
+    def publish(
+        self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str,
+        expiration: str | None = None,
+    ) -> None:
+        """Publish `body`, confirmed; Unroutable without a queue, PublishRejected when refused."""
+
+        def send(channel: Channel) -> None:
+            for frame in chunks.split(body, self._settings.chunk_size):  # fresh id on a retry
+                # user_id: RabbitMQ refuses it unless it is this connection's user, so the
+                # receiver knows who sent each message (the coordinator checks replies by it).
+                properties = pika.BasicProperties(
+                    delivery_mode=2, headers={**headers, **frame.headers},
+                    expiration=expiration, user_id=self._user,
+                )
+                # pika accepts only bytes: one copy per frame, never of the whole payload.
+                data = frame.body if isinstance(frame.body, bytes) else bytes(frame.body)
+                try:
+                    channel.basic_publish(exchange, key, data, properties, mandatory=True)
+                except px.UnroutableError as e:
+                    raise Unroutable(f"no queue for {what}: is it running?") from e
+                except px.NackError as e:  # a full queue with x-overflow reject-publish, ...
+                    raise PublishRejected(f"RabbitMQ refused a message for {what} (nack: a full "
+                                          "queue, or one that takes none)") from e
+
+        self._link.call(send, publishing=True)
+
+    def dead_letter(self, body: Body, reason: str, source: str) -> None:
+        # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.
+        headers = {REASON: reason[:MAX_REASON], SOURCE: source}
+        self.publish(self._settings.topology.dead_letter_exchange, "", body, headers, "dead letters")
+
+    def settle_failed(self, tag: Tag, body: Body, reason: str, source: str) -> None:
+        """Dead-letter a delivery: publish the letter with its reason and ack the pieces; when
+        the dead-letter exchange refuses this user, reject the pieces into it instead."""
+        if self._dead_letters_writable:
+            try:
+                self.dead_letter(body, reason, source)
+                self.ack(tag)
+                return
+            except PublishRejected as e:
+                refused = isinstance(e.__cause__, px.ChannelClosedByBroker)
+                self._dead_letters_writable = not refused  # a 403 stays: not asked again
+                log.info("dead letters go through queue rejection: %s", e)
+        log.warning("dead-lettering a message from %s: %s", source or "?", reason[:MAX_REASON])
+        self.reject(tag)
+
+    def reject(self, tag: Tag) -> None:
+        """Reject every piece without requeueing: the queue dead-letters them itself."""
+
+        def reject(channel: Channel) -> None:
+            if tag.generation == self._link.generation:
+                for piece in tag.pieces:
+                    channel.basic_nack(piece.tag, requeue=False)
+
+        if not self.closed:
+            self._link.call(reject)
+
+    def ack(self, tag: Tag) -> None:
+        def ack(channel: Channel) -> None:
+            if tag.generation != self._link.generation:
+                return  # its channel is gone: RabbitMQ redelivers it (handlers are idempotent)
+            for piece in tag.pieces:  # one by one: `multiple` would ack other consumers' too
+                channel.basic_ack(piece.tag)
+
+        if not self.closed:
+            self._link.call(ack)

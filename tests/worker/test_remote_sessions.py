@@ -99,3 +99,17 @@ def test_a_pointer_moves_through_the_client_and_the_source_lets_go() -> None:
         opt = alice.optimizer(torch.optim.SGD, w, lr=0.1)
         with pytest.raises(ValueError, match="optimizers stay on their worker"):
             opt.move(bob)
+
+
+def test_clients_past_max_clients_are_refused_and_the_first_keeps_its_session() -> None:
+    with Federation(timeout_s=WAIT_S) as fed:
+        bob = fed.spawn("bob", max_clients=1)
+        x = bob.send(torch.ones(1))
+        bob.sync()
+        # When a second client id sends bob a batch
+        other = MemoryBroker(fed._hub)  # type: ignore[arg-type]  # noqa: SLF001 - the same server
+        other.publish_task("bob", encode_message(CommandBatch("c-other", 1, (Op("info"),), "ef" * 32)))
+        # Then it is dead-lettered naming the cap, and the first client is served as before
+        letter = other.take_dead_letter(timeout=WAIT_S)
+        assert letter is not None and "(max_clients)" in letter.reason
+        assert torch.equal((x + 1).get(), torch.full((1,), 2.0))

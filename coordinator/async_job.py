@@ -1,0 +1,359 @@
+"""The asynchronous driver (`fedmq train --mode async`): FedBuff and FedAsync over any broker.
+
+Up to C tasks are out at once, each carrying the model version it was sent with. A worker whose
+update is in gets a new task with the latest model at once. Accepted updates, scaled by their
+staleness weight (coordinator.staleness), stream into the strategy; every K of them make the
+next version: the strategy's aggregate, then a step of --server-lr (or --mix) toward it.
+
+Exactly once: a buffered update's delivery stays unacknowledged until the aggregation that used
+it is checkpointed, and only replies to recorded tasks count (coordinator.async_state has the
+argument). Tasks recorded by an earlier incarnation are inherited on --resume: their answers
+still count, but their workers get new tasks at once, since a task recorded just before a kill
+may never have been published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from broker.base import Broker, Delivery
+from coordinator.aggregation import weighted_mean
+from coordinator.async_barrier import AsyncBarrier, VersionMetrics
+from coordinator.async_settings import AsyncSettings, plan
+from coordinator.async_state import AsyncCheckpoint, Outstanding, load_state, load_tasks, save_state, save_tasks
+from coordinator.barrier import Verdict
+from coordinator.evaluation import Evaluation, Evaluator
+from coordinator.job import OnRound, round_seed
+from coordinator.metrics import MetricsLog
+from coordinator.presence import announce
+from coordinator.rounds import MAX_REASON
+from coordinator.screening import update_error
+from coordinator.settings import TrainSettings
+from coordinator.strategies import build_strategy
+from coordinator.strategy import Strategy
+from protocol.errors import BrokerError, DecodeError, PublishRejected, TrainingFailed, Unroutable
+from protocol.messages import ErrorReply, Reply, TrainTask, Weights, decode_message, encode_message
+from protocol.presence import JobState
+from worker.task import Task, load_task
+
+log = logging.getLogger("fedmq.coordinator")
+RETRY_S = 5.0  # a worker whose task could not be published is tried again after this long
+
+
+@dataclass
+class _Buffered:
+    delivery: Delivery  # unacknowledged until the aggregation that uses it is checkpointed
+    task: Outstanding
+    staleness: int
+    num_examples: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class _Since:
+    """What happened since the previous version, for its JSON line."""
+
+    started: float = field(default_factory=time.monotonic)
+    dropped: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    timed_out: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class AsyncJob:
+    def __init__(self, broker: Broker, settings: TrainSettings, options: AsyncSettings, *,
+                 task: Task | None = None, strategy: Strategy | None = None,
+                 on_version: OnRound | None = None) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.options = options
+        self.plan = plan(settings, options)
+        self.task = task or load_task(settings.task)
+        self.strategy = strategy or build_strategy(settings.strategy, dict(settings.strategy_options))
+        if self.strategy.min_replies() > self.plan.buffer:
+            raise ValueError(f"strategy {settings.strategy!r} needs at least {self.strategy.min_replies()} updates "
+                             f"an aggregation; raise --buffer to that")
+        self.on_version = on_version
+        # Evaluation on the workers would take their train replies off the queues: async mode
+        # evaluates only on a test split held by the coordinator.
+        self.evaluator = Evaluator(broker, self.task, settings) if self.task.has_test_split else None
+        self._metrics = MetricsLog(settings.metrics_out) if settings.metrics_out else None
+        self.version = 0
+        self.weights: Weights = {}
+        self.updates = 0
+        self._tasks: dict[str, Outstanding] = {}  # sent, not answered
+        self._inherited: set[str] = set()  # recorded by an earlier incarnation (--resume)
+        self._buffer: list[_Buffered] = []
+        self._applied: set[str] = set()  # the last aggregation's task ids
+        self._last_sent: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self._seconds_before = 0.0
+        self._epoch = time.monotonic()
+        self._since = _Since()
+        self._barrier = AsyncBarrier(settings.job, self._tasks, lambda: self.version, options.max_staleness,
+                                     self._seen)
+
+    def run(self) -> Weights:
+        """Train until --versions or --updates; the final weights. TrainingFailed on a failure."""
+        try:
+            return self._run()
+        except BaseException as e:
+            if not isinstance(e, BrokerError) or isinstance(e, PublishRejected):
+                self._announce(JobState.FAILED)
+            raise
+
+    def _run(self) -> Weights:
+        s = self.settings
+        self._starting_point()
+        if self._metrics:  # lines of versions after the checkpoint's are made again: drop them first
+            self._metrics.start(after_round=self.version)
+        names = list(s.workers)
+        self.broker.declare_job(s.job, names)
+        self.broker.consume_replies(s.job, names)
+        self._wait_for_workers()
+        self._announce(JobState.RUNNING)
+        self._epoch = time.monotonic() - self._seconds_before
+        self._since = _Since()
+        self.strategy.begin_round(self.weights)
+        while not self.plan.done(self.version, self.updates):
+            self._dispatch()
+            self._expire()
+            delivery = self.broker.receive(timeout=self._wait_s())
+            if delivery is not None:
+                self._handle(delivery)
+        self._announce(JobState.DONE)
+        self.broker.delete_job(s.job, names)
+        return self.weights
+
+    # Starting, resuming.
+    def _starting_point(self) -> None:
+        s = self.settings
+        checkpoint = load_state(s.checkpoint_dir) if s.resume and s.checkpoint_dir else None
+        if checkpoint is None:
+            torch.manual_seed(s.config.seed)
+            self.weights = {k: v.detach() for k, v in self.task.build_model().state_dict().items()}
+            if s.checkpoint_dir:
+                save_tasks(s.checkpoint_dir, [])  # a fresh run owes nothing to an older one's tasks
+            return
+        if (checkpoint.task, checkpoint.seed) != (s.task, s.config.seed):
+            raise TrainingFailed(f"the checkpoint in {s.checkpoint_dir} is of task {checkpoint.task!r} seed "
+                                 f"{checkpoint.seed}; resume with those or use another --checkpoint-dir")
+        self.strategy.load_state_dict(checkpoint.strategy_state)
+        self.version, self.weights, self.updates = checkpoint.version, checkpoint.weights, checkpoint.updates
+        self._seconds_before = checkpoint.seconds
+        self._applied = set(checkpoint.applied)
+        assert s.checkpoint_dir is not None
+        for task in load_tasks(s.checkpoint_dir):
+            if task.task_id not in self._applied and task.worker in s.workers:
+                self._tasks[task.task_id] = task
+                self._inherited.add(task.task_id)
+        log.info("resuming job %s at version %d with %d task(s) outstanding", s.job, self.version, len(self._tasks))
+
+    def _wait_for_workers(self) -> None:
+        deadline = time.monotonic() + self.settings.wait_for_workers_s
+        missing = [w for w in self.settings.workers if not self.broker.has_worker(w)]
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.2)
+            missing = [w for w in missing if not self.broker.has_worker(w)]
+        if missing:
+            log.warning("workers not up after %.0fs: %s", self.settings.wait_for_workers_s, ", ".join(missing))
+
+    # Sending tasks.
+    def _busy(self) -> set[str]:
+        return {t.worker for i, t in self._tasks.items() if i not in self._inherited}
+
+    def _dispatch(self) -> None:
+        now = time.monotonic()
+        busy = self._busy()
+        while len(busy) < self.plan.concurrency:
+            buffered = {b.task.worker for b in self._buffer}
+            idle = [(w in buffered, self._last_sent.get(w, float("-inf")), i, w)
+                    for i, w in enumerate(self.settings.workers)
+                    if w not in busy and self._retry_at.get(w, 0.0) <= now]
+            if not idle:
+                return
+            worker = min(idle)[3]  # a worker whose reply is not buffered, longest idle first
+            busy.add(worker)
+            self._send(worker)
+
+    def _send(self, worker: str) -> None:
+        s = self.settings
+        config = replace(s.config, seed=round_seed(s.config.seed, self.version, worker))
+        config = self.strategy.configure_train(self.version, {worker: config})[worker]
+        task = Outstanding(task_id=uuid.uuid4().hex, worker=worker, base=self.version, sent_at=time.time())
+        self._tasks[task.task_id] = task
+        self._save_tasks()  # recorded before it is published: its answer must count after a kill
+        self._last_sent[worker] = time.monotonic()
+        body = encode_message(TrainTask(s.job, self.version, task.task_id, self.weights, config))
+        try:
+            self.broker.publish_task(worker, body, s.round_timeout_s)
+        except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's
+            del self._tasks[task.task_id]
+            self._save_tasks()
+            self._retry_at[worker] = time.monotonic() + min(RETRY_S, s.round_timeout_s)
+            self._since.failures[worker] = f"task not published: {e}"[:MAX_REASON]
+
+    def _expire(self) -> None:
+        cutoff = time.time() - self.settings.round_timeout_s
+        late = [t for t in self._tasks.values() if t.sent_at < cutoff]
+        for task in late:
+            del self._tasks[task.task_id]
+            self._inherited.discard(task.task_id)
+            self._since.timed_out += 1
+            self._since.failures[task.worker] = "no reply within --round-timeout"
+        if late:
+            self._save_tasks()
+
+    def _wait_s(self) -> float:
+        if not self._tasks:
+            return 0.2
+        first = min(t.sent_at for t in self._tasks.values()) + self.settings.round_timeout_s
+        return min(1.0, max(0.01, first - time.time()))
+
+    def _save_tasks(self) -> None:
+        if self.settings.checkpoint_dir:
+            recorded = [*self._tasks.values(), *(b.task for b in self._buffer)]
+            save_tasks(self.settings.checkpoint_dir, recorded)
+
+    def _seen(self, task_id: str) -> bool:
+        return task_id in self._applied or any(b.task.task_id == task_id for b in self._buffer)
+
+    # Taking replies.
+    def _handle(self, delivery: Delivery) -> None:
+        message = self._message(delivery)
+        if message is None:
+            return
+        verdict, reason = self._barrier.judge(message, delivery.source)
+        if verdict is Verdict.REJECT:
+            self._dead_letter(delivery, reason)
+        elif verdict is Verdict.DROP:
+            log.info("dropped a reply from %s: %s", message.worker, reason)
+            self._since.dropped += 1
+            if self._tasks.pop(message.task_id, None) is not None:  # too stale: its worker is free
+                self._inherited.discard(message.task_id)
+                self._save_tasks()
+            self.broker.ack(delivery)
+        else:
+            self._use(delivery, message)
+
+    def _message(self, delivery: Delivery) -> Reply | ErrorReply | None:
+        """The delivery's reply, or None after dead-lettering what no honest worker sends."""
+        if self.settings.verify_senders and delivery.user_id != delivery.source:
+            self._dead_letter(delivery, f"a reply on worker {delivery.source!r}'s queue from user {delivery.user_id!r}")
+            return None
+        try:
+            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+        except DecodeError as e:
+            self._dead_letter(delivery, f"undecodable reply: {e}")
+            return None
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
+            log.exception("the decoder failed on a reply from %s", delivery.source)
+            self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
+            return None
+        if not isinstance(message, (Reply, ErrorReply)):
+            self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
+            return None
+        return message
+
+    def _use(self, delivery: Delivery, message: Reply | ErrorReply) -> None:
+        task = self._tasks.pop(message.task_id)
+        self._inherited.discard(task.task_id)
+        if isinstance(message, ErrorReply):
+            self._since.failures[task.worker] = message.reason[:MAX_REASON]
+            self._save_tasks()
+            self.broker.ack(delivery)
+            return
+        unusable = update_error(self.weights, message.update, self.settings.max_update_norm)
+        if unusable:
+            self._since.rejected += 1
+            self._since.failures[task.worker] = unusable
+            self._save_tasks()
+            self._dead_letter(delivery, f"rejected update: {unusable}")
+            return
+        staleness = self.version - task.base
+        self.strategy.accumulate(_scaled(message, self.options.staleness.weight(staleness)))
+        delivery.parts = []  # only its tag is needed now; the update was folded in (or kept by the strategy)
+        self._buffer.append(_Buffered(delivery, task, staleness, message.num_examples, message.metrics))
+        if len(self._buffer) >= self.plan.buffer:
+            self._aggregate()
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+        log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
+        self._since.dead_lettered += 1
+        self.broker.dead_letter(delivery, reason)
+
+    # Aggregating.
+    def _aggregate(self) -> None:
+        s = self.settings
+        new = _step(self.weights, self.strategy.end_round([]), self.options.step)
+        buffer, self._buffer = self._buffer, []
+        self.version += 1
+        self.updates += len(buffer)
+        wall_s = time.monotonic() - self._since.started
+        evaluation = self._evaluate(new)
+        line = self._line(buffer, wall_s, evaluation)
+        if self._metrics:
+            self._metrics.write(line)
+        applied = tuple(b.task.task_id for b in buffer)
+        if s.checkpoint_dir:
+            save_state(s.checkpoint_dir, AsyncCheckpoint(
+                job=s.job, task=s.task, seed=s.config.seed, version=self.version, weights=new,
+                strategy_state=self.strategy.state_dict(), applied=applied, updates=self.updates,
+                seconds=line.seconds))
+        self.weights, self._applied = new, set(applied)
+        self._save_tasks()
+        for b in buffer:  # only now: the checkpoint that includes them is durable
+            self.broker.ack(b.delivery)
+        self.strategy.begin_round(new)
+        self._since = _Since()
+        self._announce(JobState.RUNNING)
+        if self.on_version:
+            self.on_version(line)
+
+    def _evaluate(self, weights: Weights) -> Evaluation:
+        last = self.plan.done(self.version, self.updates)
+        if self.evaluator is None or (self.version % self.options.eval_every and not last):
+            return Evaluation(None, None, 0.0)
+        return self.evaluator.evaluate(self.version, weights)
+
+    def _line(self, buffer: Sequence[_Buffered], wall_s: float, evaluation: Evaluation) -> VersionMetrics:
+        since, stalenesses = self._since, [b.staleness for b in buffer]
+        stale, self._barrier.stale = self._barrier.stale, 0
+        return VersionMetrics(
+            job=self.settings.job, round=self.version, wall_s=wall_s,
+            worker_train_s=max((b.metrics.get("train_seconds", 0.0) for b in buffer), default=0.0),
+            replies=len(buffer), failed=len(since.failures), dropped=since.dropped,
+            train_loss=weighted_mean([(b.metrics["train_loss"], b.num_examples)
+                                      for b in buffer if "train_loss" in b.metrics]),
+            eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
+            failures=dict(since.failures), rejected=since.rejected, dead_lettered=since.dead_lettered,
+            asked=[b.task.worker for b in buffer], strategy=dict(self.strategy.metrics()),
+            version=self.version, seconds=time.monotonic() - self._epoch, updates=self.updates,
+            staleness_mean=sum(stalenesses) / len(stalenesses), staleness_max=max(stalenesses),
+            stale=stale, timed_out=since.timed_out)
+
+    def _announce(self, state: JobState) -> None:
+        s = self.settings
+        announce(self.broker, s.job, s.task, self.version, self.plan.length, state)
+
+
+def _scaled(reply: Reply, weight: float) -> Reply:
+    """The reply with its floating entries times `weight` (counters such as BatchNorm's stay)."""
+    if weight == 1.0:
+        return reply
+    return replace(reply, update={k: v * weight if v.is_floating_point() else v for k, v in reply.update.items()})
+
+
+def _step(old: Weights, aggregate: Weights, step: float) -> Weights:
+    """old + step * (aggregate - old) on floating entries; the aggregate elsewhere."""
+    if step == 1.0:
+        return aggregate
+    return {k: old[k] + (t - old[k]) * step if t.is_floating_point() else t for k, t in aggregate.items()}

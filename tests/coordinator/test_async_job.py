@@ -1,0 +1,168 @@
+"""Asynchronous training on the memory broker: FedBuff and FedAsync runs, their JSON lines, and
+exactly-once aggregation when the coordinator is killed at each step of an aggregation and resumed.
+
+The tagged task (tests/coordinator/tagged_task.py) makes every update a one-hot of its own slot,
+so the final weights say which updates were applied and how often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import torch
+
+import coordinator.async_job as async_job
+import coordinator.metrics as metrics_module
+from broker.memory import MemoryBroker, MemoryHub
+from coordinator.async_job import AsyncJob
+from coordinator.async_settings import AsyncSettings
+from coordinator.async_state import load_state
+from coordinator.metrics import read_metrics
+from coordinator.settings import TrainSettings
+from coordinator.staleness import Staleness, StalenessKind
+from protocol.messages import TrainConfig
+from tests.coordinator import tagged_task
+from tests.coordinator.kill_points import Killed
+from worker.pool import LocalWorkers
+from worker.task import load_task
+
+WORKERS = ("w0", "w1", "w2")
+TAGGED = "tests.coordinator.tagged_task"
+K, VERSIONS = 2, 6
+EXACT = AsyncSettings(buffer=K, server_lr=float(K), staleness=Staleness(kind=StalenessKind.CONSTANT),
+                      versions=VERSIONS)
+
+
+def _settings(tmp: Path, task: str = TAGGED, **extra: Any) -> TrainSettings:  # noqa: ANN401
+    return TrainSettings(task, WORKERS, config=TrainConfig(lr=0.1, batch_size=8, seed=3),
+                         checkpoint_dir=tmp / "checkpoint", metrics_out=tmp / "metrics.jsonl",
+                         round_timeout_s=30.0, **extra)
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, (int, float))
+    return float(value)
+
+
+def _applied(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    return weights["slots"]
+
+
+def _assert_exactly_once(slots: torch.Tensor, produced: list[int], versions: int) -> None:
+    # Every slot holds 0 or 1: no update applied twice; K per version: none lost from a buffer.
+    assert set(slots.tolist()) <= {0.0, 1.0}
+    applied = {int(i) for i in torch.nonzero(slots).flatten().tolist()}
+    assert len(applied) == K * versions
+    assert applied <= set(produced)  # nothing applied that no worker produced
+
+
+def test_fedbuff_on_digits_makes_each_version_once_with_its_staleness(tmp_path: Path) -> None:
+    # Given three digits workers on the memory broker
+    settings = _settings(tmp_path, "digits", rounds=4)
+    task = load_task("digits")
+    hub = MemoryHub()
+    # When an async run with K=2 makes 4 versions
+    with LocalWorkers(hub, task, WORKERS), MemoryBroker(hub) as broker:
+        AsyncJob(broker, settings, AsyncSettings(buffer=2), task=task).run()
+    # Then the file holds versions 1..4 once each, 2 updates each, and the final one is evaluated
+    assert settings.metrics_out is not None and settings.checkpoint_dir is not None
+    lines = read_metrics(settings.metrics_out)
+    assert [line["version"] for line in lines] == [1, 2, 3, 4]
+    assert [line["updates"] for line in lines] == [2, 4, 6, 8]
+    assert all(line["replies"] == 2 and _number(line["staleness_max"]) >= 0 for line in lines)
+    assert _number(lines[-1]["eval_accuracy"]) > 0.2
+    assert all(_number(line["seconds"]) > 0 for line in lines)
+    checkpoint = load_state(settings.checkpoint_dir)
+    assert checkpoint is not None and checkpoint.version == 4
+
+
+def test_fedasync_mixes_each_update_in(tmp_path: Path) -> None:
+    # Given the tagged task and FedAsync (K=1) with mixing weight 0.5 and constant staleness
+    settings = _settings(tmp_path)
+    options = AsyncSettings(buffer=1, mix=0.5, staleness=Staleness(kind=StalenessKind.CONSTANT), updates=4)
+    hub = MemoryHub()
+    task = load_task(TAGGED)
+    # When it applies 4 updates
+    with LocalWorkers(hub, task, WORKERS), MemoryBroker(hub) as broker:
+        weights = AsyncJob(broker, settings, options, task=task).run()
+    # Then each applied update moved its slot by exactly alpha
+    assert set(weights["slots"].tolist()) == {0.0, 0.5}
+    assert int((weights["slots"] == 0.5).sum()) == 4
+
+
+Kill = Callable[[], NoReturn]
+
+
+def _kill() -> NoReturn:
+    raise Killed
+
+
+def _after(module: Any, name: str, when: Callable[..., bool]) -> Callable[[pytest.MonkeyPatch], None]:  # noqa: ANN401
+    """A kill point: right after `module.name` returns, on the call `when(args)` picks."""
+    def install(patches: pytest.MonkeyPatch) -> None:
+        original = getattr(module, name)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            result = original(*args, **kwargs)
+            if when(*args):
+                _kill()
+            return result
+        patches.setattr(module, name, wrapped)
+    return install
+
+
+def _nth(n: int) -> Callable[..., bool]:
+    calls = [0]
+
+    def when(*args: Any) -> bool:  # noqa: ANN401
+        calls[0] += 1
+        return calls[0] == n
+    return when
+
+
+POINTS = {
+    # a task recorded, not yet published
+    "recorded": lambda: _after(async_job, "save_tasks", _nth(7)),
+    # the checkpoint of version 3 durable, its updates not yet acknowledged
+    "checkpointed": lambda: _after(async_job, "save_state", lambda _d, c: c.version == 3),
+    # version 3's line written, its checkpoint not
+    "line": lambda: _after(metrics_module.MetricsLog, "write", lambda _self, m: m.round == 3),
+    # one update of version 4 buffered (unacknowledged), the aggregation not reached
+    "buffered": lambda: _after(async_job, "_scaled", _nth(7)),
+}
+
+
+@pytest.fixture
+def tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    directory = tmp_path / "tags"
+    directory.mkdir()
+    monkeypatch.setenv(tagged_task.TAG_ENV, str(directory))
+    tagged_task._trained.clear()
+    yield directory
+
+
+@pytest.mark.parametrize("point", sorted(POINTS))
+def test_a_coordinator_killed_anywhere_applies_each_update_exactly_once_after_resume(
+        point: str, tmp_path: Path, tags: Path) -> None:
+    # Given a FedBuff run of the tagged task whose coordinator is killed at `point`
+    settings = _settings(tmp_path)
+    hub = MemoryHub()
+    task = load_task(TAGGED)
+    with LocalWorkers(hub, task, WORKERS):
+        with pytest.MonkeyPatch.context() as patches:
+            POINTS[point]()(patches)
+            with MemoryBroker(hub) as broker, pytest.raises(Killed):
+                AsyncJob(broker, settings, EXACT, task=task).run()
+        # When a new coordinator resumes it
+        with MemoryBroker(hub) as broker:
+            weights = AsyncJob(broker, replace(settings, resume=True), EXACT, task=task).run()
+    # Then every version is in the file once, and each applied update was applied exactly once
+    assert settings.metrics_out is not None
+    lines = read_metrics(settings.metrics_out)
+    assert [line["round"] for line in lines] == list(range(1, VERSIONS + 1))
+    assert lines[-1]["updates"] == K * VERSIONS
+    _assert_exactly_once(_applied(weights), tagged_task.produced(tags), VERSIONS)

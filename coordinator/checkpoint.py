@@ -1,16 +1,17 @@
 """Checkpoints: the global weights, the round and the strategy's state, in fedmq's own codec.
 
-Written to a temporary file and renamed, so a coordinator killed mid-write leaves the previous
-checkpoint intact. Read back with the same hostile-input decoder as the wire (no pickle).
+Written to a temporary file, fsynced and renamed (coordinator.durable), so a coordinator killed
+mid-write leaves the previous checkpoint intact. Read back with the same hostile-input decoder as
+the wire (no pickle).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator.durable import replace_atomically
 from coordinator.strategies.state import decode_state, encode_state
 from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
 from protocol.errors import DecodeError, FedmqError
@@ -32,15 +33,10 @@ class Checkpoint:
 def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILE_NAME
-    temporary = path.with_suffix(".tmp")
     data = pack({"job": checkpoint.job, "task": checkpoint.task, "seed": checkpoint.seed,
                  "round": checkpoint.round, "weights": tensors_to_wire(checkpoint.weights),
                  "strategy": encode_state(checkpoint.strategy_state)})
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    replace_atomically(path, data)
     return path
 
 

@@ -29,8 +29,9 @@ from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
 from coordinator.strategies import build_strategy
 from coordinator.strategy import Failure, Strategy
-from protocol.errors import PublishRejected, TrainingFailed, Unroutable
+from protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
 from protocol.messages import Reply, Weights
+from protocol.presence import JobState
 from worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
@@ -53,20 +54,36 @@ class TrainingJob:
         self.on_round = on_round
         self.workers = [RemoteWorker(broker, name) for name in settings.workers]
         self.evaluator = Evaluator(broker, self.task, settings)
-        self._metrics = MetricsLog(settings.metrics_out, append=settings.resume) if settings.metrics_out else None
+        self._metrics = MetricsLog(settings.metrics_out) if settings.metrics_out else None
+        self._completed = 0  # the last round completed, this run or before a --resume
 
     def run(self) -> Weights:
         """Train for the configured rounds; the final global weights. TrainingFailed if a round fails."""
+        s = self.settings
+        try:
+            return self._run()
+        except BaseException as e:
+            # A crashed run must not show as running in `fedmq status`: its last beat says failed.
+            # Not after a lost broker: the beat would only wait out the reconnect window again.
+            if not isinstance(e, BrokerError) or isinstance(e, PublishRejected):
+                announce(self.broker, s.job, s.task, self._completed, s.rounds, JobState.FAILED)
+            raise
+
+    def _run(self) -> Weights:
         first_round, weights = self._starting_point()
+        self._completed = first_round - 1
+        if self._metrics:  # lines of rounds after the checkpoint's are rerun: drop them first
+            self._metrics.start(after_round=self._completed)
         names = list(self.settings.workers)
         self.broker.declare_job(self.settings.job, names)
         self.broker.consume_replies(self.settings.job, names)
         self._wait_for_workers()
         s = self.settings
-        announce(self.broker, s.job, s.task, first_round - 1, s.rounds, "running")
+        announce(self.broker, s.job, s.task, self._completed, s.rounds, JobState.RUNNING)
         for round_ in range(first_round, self.settings.rounds + 1):
             weights = self._round(round_, weights)
-            announce(self.broker, s.job, s.task, round_, s.rounds, "running" if round_ < s.rounds else "done")
+            state = JobState.RUNNING if round_ < s.rounds else JobState.DONE
+            announce(self.broker, s.job, s.task, round_, s.rounds, state)
         # Done: late replies now find no queue and are dropped by their workers. After a failure
         # the queues stay, so a --resume finds what arrived meanwhile.
         self.broker.delete_job(self.settings.job, names)
@@ -149,12 +166,15 @@ class TrainingJob:
         return fold
 
     def _finish(self, metrics: RoundMetrics, weights: Weights) -> None:
+        # The line is durable before the checkpoint: a kill between the two leaves a line that the
+        # --resume drops (MetricsLog.start) and the rerun round writes again, never a missing one.
         s = self.settings
         if self._metrics:
             self._metrics.write(metrics)
         if s.checkpoint_dir:
             save_checkpoint(s.checkpoint_dir, Checkpoint(s.job, s.task, s.config.seed, metrics.round,
                                                          weights, self.strategy.state_dict()))
+        self._completed = metrics.round
         if self.on_round:
             self.on_round(metrics)
 

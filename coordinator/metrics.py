@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from coordinator.durable import replace_atomically
+
+log = logging.getLogger("fedmq.coordinator")
 
 
 @dataclass(frozen=True)
@@ -28,17 +34,44 @@ class RoundMetrics:
 
 
 class MetricsLog:
-    """A JSON-lines file, one object per round; a fresh run truncates, a resumed one appends."""
+    """A JSON-lines file, one object per round, that agrees with the checkpoint after any kill.
 
-    def __init__(self, path: Path, *, append: bool) -> None:
+    Each line is fsynced before its round's checkpoint is written. A run starts by keeping only
+    the lines of rounds up to the one it starts after (none for a fresh run, the checkpoint's
+    round on --resume), rewritten atomically: a coordinator killed between a line and its
+    checkpoint reruns that round and logs it once, and a line torn by a kill mid-write is dropped.
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not append:
-            path.write_text("")
+
+    def start(self, *, after_round: int) -> None:
+        """Drop the lines of rounds after `after_round`, and any torn line."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = self.path.read_text() if self.path.exists() else None
+        lines = (text or "").splitlines() if after_round else []
+        kept = [line for line in lines if _round_of(line) in range(1, after_round + 1)]
+        if len(kept) < len(lines):
+            log.info("%s: dropped %d line(s) after round %d, which this run writes again",
+                     self.path, len(lines) - len(kept), after_round)
+        new_text = "".join(line + "\n" for line in kept)
+        if new_text != text:  # unchanged files are left alone; a line without its newline is not
+            replace_atomically(self.path, new_text.encode())
 
     def write(self, metrics: RoundMetrics) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(asdict(metrics)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _round_of(line: str) -> int | None:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None  # torn by a kill mid-write
+    value = obj.get("round") if isinstance(obj, dict) else None
+    return value if type(value) is int else None
 
 
 def read_metrics(path: Path) -> list[dict[str, object]]:

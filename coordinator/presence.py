@@ -1,4 +1,4 @@
-"""The coordinator's heartbeat for `fedmq status`: its job's progress, once per round.
+"""The coordinator's heartbeat for `fedmq status`: its job's progress, once per round, and how it ended.
 
 Best effort like the workers' beats: a beat that cannot be sent is logged and dropped, since
 status must never fail a training run.
@@ -11,14 +11,14 @@ import time
 
 from broker.base import Broker
 from protocol.errors import BrokerError
-from protocol.presence import Presence, encode_presence
+from protocol.presence import JobState, Presence, encode_presence
 
 log = logging.getLogger("fedmq.coordinator")
 
 
-def announce(broker: Broker, job: str, task: str, round_: int, rounds: int, state: str) -> None:
+def announce(broker: Broker, job: str, task: str, round_: int, rounds: int, state: JobState) -> None:
     """Tell watchers that `job` completed `round_` of `rounds` and is now `state`."""
-    presence = Presence(role="coordinator", name=job, state=state, at=time.time(), task=task,
+    presence = Presence(role="coordinator", name=job, state=state.value, at=time.time(), task=task,
                         job=job, round=round_, rounds=rounds)
     try:
         broker.publish_presence(encode_presence(presence))

@@ -10,6 +10,7 @@ anyone allowed to publish on the presence exchange can send anything.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 from protocol.codec import pack, unpack
 from protocol.errors import DecodeError
@@ -18,6 +19,14 @@ KIND = "presence"
 ROLES = ("worker", "coordinator")
 MAX_FIELD = 256  # characters of any text field: names, task, shard, state
 MAX_VALUES = 64  # a beat is ten fields (21 values): anything much larger is not one
+
+
+class JobState(StrEnum):
+    """A coordinator's state in its beats: the last beat of a run is done or failed."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # the run raised (too few replies, a broker error, an interrupt): it will not go on
 
 
 @dataclass(frozen=True)

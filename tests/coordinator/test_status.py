@@ -8,11 +8,17 @@ import pytest
 from rich.console import Console
 
 from broker.memory import MemoryBroker, MemoryHub
+from coordinator.job import TrainingJob
+from coordinator.metrics import RoundMetrics
 from coordinator.presence import announce
+from coordinator.settings import TrainSettings
 from coordinator.status import collect, render
-from protocol.errors import DecodeError
-from protocol.presence import Presence, decode_presence, encode_presence
+from protocol.errors import DecodeError, TrainingFailed
+from protocol.messages import TrainConfig
+from protocol.presence import JobState, Presence, decode_presence, encode_presence
+from worker.pool import LocalWorkers
 from worker.presence import Heartbeat
+from worker.task import load_task
 
 
 def test_status_lists_beating_workers_their_queues_and_the_jobs_progress() -> None:
@@ -26,7 +32,7 @@ def test_status_lists_beating_workers_their_queues_and_the_jobs_progress() -> No
     coordinator.publish_task("bob", b"t2")
     watcher.watch_presence()  # subscribed before the beats, as a listening `fedmq status` is
     Heartbeat(alice, "alice", "digits", "0/2").answered("job1", 2)
-    announce(coordinator, "job1", "digits", 2, 5, "running")
+    announce(coordinator, "job1", "digits", 2, 5, JobState.RUNNING)
     # When status collects for a moment and renders
     status = collect(watcher, listen_s=0.2, expected=["alice", "bob"])
     console = Console(record=True, width=200)
@@ -39,6 +45,32 @@ def test_status_lists_beating_workers_their_queues_and_the_jobs_progress() -> No
     assert status.depths == {"alice": 0, "bob": 2}
     assert status.jobs["job1"].round == 2 and status.jobs["job1"].rounds == 5
     assert "2/5" in text and "never" in text and "job1 round 2" in text
+
+
+def test_a_run_that_fails_shows_as_failed_after_the_rounds_it_completed() -> None:
+    # Given a watching `fedmq status` and a run of three rounds whose second round fails:
+    # carol answers round 1, then stops serving
+    hub = MemoryHub()
+    watcher = MemoryBroker(hub)
+    watcher.watch_presence()
+    settings = TrainSettings("toy", ("carol",), rounds=3, round_timeout_s=5, job="doomed",
+                             config=TrainConfig(batch_size=2))
+    task = load_task("toy")
+    completed: list[int] = []
+    with LocalWorkers(hub, task, ("carol",)) as workers, MemoryBroker(hub) as broker:
+        def stop_carol(metrics: RoundMetrics) -> None:
+            completed.append(metrics.round)
+            workers.stop()
+
+        job = TrainingJob(broker, settings, task=task, on_round=stop_carol)
+        # When the run raises TrainingFailed in round 2
+        with pytest.raises(TrainingFailed, match="silent: carol"):
+            job.run()
+    status = collect(watcher, listen_s=0.1)
+    # Then its last beat says failed, after round 1 of 3, instead of leaving it shown as running
+    beat = status.jobs["doomed"]
+    assert (beat.state, beat.round, beat.rounds) == (JobState.FAILED, 1, 3)
+    assert completed == [1]
 
 
 def test_a_hostile_beat_is_ignored_by_status() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -149,7 +149,7 @@ class Reassembler(Generic[TagT]):
 
     def offer(
         self, origin: str, headers: Mapping[str, object], body: bytes, tag: TagT,
-        sender: str | None = None, expected: str | None = None,
+        sender: str | None = None, expected: Collection[str] | None = None,
     ) -> Assembled[TagT] | Dropped[TagT] | None:
         """Take one piece; the message it completes or drops, or None while it is incomplete.
 
@@ -170,9 +170,9 @@ class Reassembler(Generic[TagT]):
                 raise ChunkError(f"a chunk piece from {origin} has no valid {MESSAGE_ID} header")
             if CHUNK_INDEX in headers:
                 return self._add_chunk(key, headers, body, tag)
-            if expected is not None and sender != expected:
+            if expected is not None and sender not in expected:
                 raise ChunkError(f"chunked message {key[1]} on {origin} was announced by user "
-                                 f"{sender!r}, not {expected!r}: dropped unread")
+                                 f"{sender!r}, not by {' or '.join(sorted(expected))}: dropped unread")
             self._announce(key, headers, body, tag, sender)
             return None
         except ChunkError as error:

@@ -12,7 +12,9 @@ Where the count comes from:
   consumer crashes and restarts;
 - classic queues only flag a redelivery; this process counts the redeliveries it sees of each
   message (by content), which covers lost connections and channel timeouts in a running process,
-  not a crash-restart loop (use `--queue-type quorum` for that);
+  not a crash-restart loop (use `--queue-type quorum` for that; train and evaluate tasks also
+  expire at their round's deadline, requeued or not). The header is ignored there: on a classic
+  queue it is whatever the publisher wrote, and `x-delivery-count: 0` would hide every retry;
 - the memory broker counts every delivery on its hub, as a quorum queue does.
 """
 
@@ -29,14 +31,15 @@ MAX_TRACKED = 4096  # redelivered messages remembered per process (oldest forgot
 class Redeliveries:
     """How many times each message has been delivered, as far as this consumer can tell."""
 
-    def __init__(self, max_tracked: int = MAX_TRACKED) -> None:
+    def __init__(self, trust_count: bool, max_tracked: int = MAX_TRACKED) -> None:
+        self._trust_count = trust_count  # whether x-delivery-count comes from the broker
         self._max_tracked = max_tracked
         self._seen: OrderedDict[tuple[str, bytes], int] = OrderedDict()
 
     def attempts(self, queue: str, headers: Mapping[str, object], redelivered: bool,
                  identity: Callable[[], bytes]) -> int:
         """This delivery's number: 1 for a first delivery; `identity` names the message."""
-        count = headers.get(DELIVERY_COUNT)
+        count = headers.get(DELIVERY_COUNT) if self._trust_count else None
         if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
             return count + 1
         if not redelivered:

@@ -50,8 +50,10 @@ class RabbitBroker(Broker):
         self._ready: deque[Delivery] = deque()
         self._dead: deque[Delivery] = deque()
         self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s)
-        self._redeliveries = Redeliveries()
+        # x-delivery-count is the broker's only on quorum queues; elsewhere a publisher sets it.
+        self._redeliveries = Redeliveries(trust_count=settings.topology.queue_type == "quorum")
         self._reply_queues: set[str] = set()  # consumed reply queues: their senders are known
+        self._task_queues: set[str] = set()  # consumed task queues
         self._user = connection_user(settings.url)  # every publish carries it as user_id
         self._poll_s = 0.001
         self._closed = False
@@ -105,6 +107,7 @@ class RabbitBroker(Broker):
     # Consuming. Declaring the consumed queue first means a restart can never find it missing.
     def consume_tasks(self, worker: str) -> None:
         self.declare_worker(worker)
+        self._task_queues.add(self._topology.task_queue(worker))
         self._consume(self._topology.task_queue(worker), worker)
 
     def consume_replies(self, job: str, workers: Sequence[str]) -> None:
@@ -268,8 +271,13 @@ class RabbitBroker(Broker):
                                 message.headers, piece.user_id, attempts)
             self._deliver(queue, delivery)
             return
-        # On a reply queue with senders verified, only its worker may start a chunked message.
-        expected = message.source if self._settings.verify_senders and queue in self._reply_queues else None
+        # Who may start a chunked message here, checked before it costs memory: on a reply
+        # queue with senders verified, its worker; on a task queue, the worker's task senders.
+        expected: frozenset[str] | None = None
+        if self._settings.verify_senders and queue in self._reply_queues:
+            expected = frozenset({message.source})
+        elif queue in self._task_queues:
+            expected = self._settings.task_senders
         outcome = self._reassembler.offer(queue, message.headers, message.body, piece,
                                           piece.user_id, expected)
         if isinstance(outcome, chunks.Assembled):

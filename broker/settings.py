@@ -35,6 +35,9 @@ class BrokerSettings:
     # Chunked messages on a job's reply queue must be announced by that queue's worker (AMQP
     # user_id): set with credentials in use, it drops another's announcement before it costs.
     verify_senders: bool = False
+    # A worker's: the users who may send it tasks (None: anyone). A chunked task announced by
+    # anyone else is dropped at its first piece (the worker checks whole messages itself).
+    task_senders: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:

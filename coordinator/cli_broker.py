@@ -59,6 +59,7 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
                           chunk_timeout_s=args.chunk_timeout, max_deliveries=args.max_deliveries,
                           verify_senders=bool(getattr(args, "verify_senders", False))
                           or (credentials is not None and credentials.role == COORDINATOR),
+                          task_senders=task_senders(args) if hasattr(args, "task_senders") else None,
                           tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from broker.poison import DELIVERY_COUNT, Redeliveries
 from broker.rabbitmq import RabbitBroker
 from broker.settings import BrokerSettings
 from broker.topology import Topology
@@ -69,3 +70,13 @@ def test_a_task_whose_handling_keeps_losing_the_connection_is_dead_lettered_on_a
         letter = coordinator.take_dead_letter(timeout=WAIT_S)
         assert worker.reconnects == LIMIT
     assert letter is not None and letter.body == b"poison" and "poison message" in letter.reason
+
+
+def test_a_forged_delivery_count_does_not_hide_redeliveries_on_a_classic_queue() -> None:
+    # Given a publisher that sets x-delivery-count: 0 on its message, which keeps coming back
+    classic, quorum = Redeliveries(trust_count=False), Redeliveries(trust_count=True)
+    forged = {DELIVERY_COUNT: 0}
+    # Then a classic queue's consumer counts the redeliveries itself, ignoring the header
+    assert [classic.attempts("q", forged, True, lambda: b"m") for _ in range(3)] == [2, 3, 4]
+    # And on a quorum queue, where the broker sets it, the header is the count
+    assert quorum.attempts("q", {DELIVERY_COUNT: 4}, True, lambda: b"m") == 5

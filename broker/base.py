@@ -4,6 +4,12 @@ One Broker is one connection, used from one thread. Messages are opaque bytes he
 protocol package gives them meaning. Every publish is confirmed before it returns, tasks are
 routed only to a worker's existing queue (else Unroutable), and a delivery stays unacknowledged
 until its consumer calls `ack` or `dead_letter`, so work in hand survives a crash.
+
+Both brokers keep the same bounds: a publish the broker refuses (a full queue, an exchange the
+user may not write) raises PublishRejected and leaves the connection and the delivery in hand
+usable; a message delivered `max_deliveries` times without being acked is dead-lettered as
+poison on its next delivery (Delivery.attempts counts); the dead letters keep the newest within
+the topology's bounds.
 """
 
 from __future__ import annotations
@@ -70,7 +76,8 @@ class Broker(ABC):
     # Publishing: confirmed by the broker before returning.
     @abstractmethod
     def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
-        """Send a task to a worker's queue; Unroutable if the worker never declared one.
+        """Send a task to a worker's queue; Unroutable if the worker never declared one,
+        PublishRejected if the broker refuses it (that task's failure, not the connection's).
 
         With `expires_in_s`, a task still queued (or requeued) after that long is dead-lettered
         as expired instead of being run: its round is over.
@@ -78,7 +85,8 @@ class Broker(ABC):
 
     @abstractmethod
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
-        """Send a worker's reply to the job; Unroutable if the job has no reply queue for it."""
+        """Send a worker's reply to the job; Unroutable if the job has no reply queue for it,
+        PublishRejected if the broker refuses it."""
 
     # Consuming.
     @abstractmethod

@@ -25,7 +25,8 @@ from coordinator.cli_broker import (
 )
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
-from coordinator.job import TrainingJob, check_replies
+from coordinator.cli_async import add_async_options, async_settings, run_job, run_length
+from coordinator.job import check_replies
 from coordinator.sampling import Sampling
 from coordinator.settings import TrainSettings, default_job_name
 from coordinator.strategies import STRATEGIES, build_strategy
@@ -94,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                         "batch of remote ops (default 10)")
     worker.add_argument("--remote-share", type=float, default=0.5, help="most of the worker's time remote "
                         "ops may take while it also trains (default 0.5)")
+    worker.add_argument("--slowdown", type=float, default=1.0, metavar="FACTOR", help="simulate a slow site: "
+                        "local training takes FACTOR times its real wall time (default 1)")
     add_worker_security_options(worker)
     _broker_options(worker, default=LOCAL_RABBITMQ, log_level="info")
     worker.set_defaults(run=_worker)
@@ -123,9 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     add_broker_command(commands)
 
-    plot = commands.add_parser("plot", help="draw accuracy and loss per round from a metrics file")
-    plot.add_argument("metrics", type=Path, help="a --metrics-out JSON-lines file")
-    plot.add_argument("-o", "--out", type=Path, help="the PNG to write (default: next to the metrics)")
+    plot = commands.add_parser("plot", help="draw accuracy and loss per round from metrics files")
+    plot.add_argument("metrics", type=Path, nargs="+", help="--metrics-out JSON-lines files (several: "
+                      "compared on one picture)")
+    plot.add_argument("-o", "--out", type=Path, help="the PNG to write (default: next to the first file)")
+    plot.add_argument("--x", choices=["round", "seconds"], default="round", help="x axis: round (version "
+                      "in async runs), or wall-clock seconds since the run began (default round)")
     plot.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     plot.set_defaults(run=_plot)
 
@@ -152,6 +158,7 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--sample", type=int, metavar="K", help="workers asked per round, drawn "
                         "with --seed (default: all)")
     parser.add_argument("--fraction", type=float, metavar="F", help="the share of workers asked per round")
+    add_async_options(parser)
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
@@ -207,7 +214,7 @@ def _worker(args: argparse.Namespace) -> int:
                               max_client_objects=args.max_client_objects,
                               max_client_bytes=args.max_client_bytes, max_clients=args.max_clients,
                               remote_batch_seconds=args.remote_batch_seconds, remote_share=args.remote_share,
-                              task_senders=task_senders(args))
+                              task_senders=task_senders(args), slowdown=args.slowdown)
     run_worker(settings, _broker_settings(args))
     return 0
 
@@ -222,8 +229,10 @@ def _train(args: argparse.Namespace) -> int:
                                max_update_norm=args.max_update_norm, verify_senders=verify_senders(args))
     from broker.settings import open_broker
 
-    with open_broker(_broker_settings(args)) as broker, RoundReporter(settings.rounds, f"fedmq train {settings.job}") as report:
-        TrainingJob(broker, settings, on_round=report).run()
+    options = async_settings(args)
+    length = run_length(settings, options)
+    with open_broker(_broker_settings(args)) as broker, RoundReporter(length, f"fedmq train {settings.job}") as report:
+        run_job(broker, settings, options, report)
     return 0
 
 
@@ -235,8 +244,9 @@ def _demo(args: argparse.Namespace) -> int:
     settings = _train_settings(args, workers, job="demo")
     broker_settings = _broker_settings(args)
     title = f"fedmq demo: {args.task}, {args.workers} workers, {broker_settings.url.split('@')[-1]}"
-    with RoundReporter(settings.rounds, title) as report:
-        run_demo(settings, broker_settings, report)
+    options = async_settings(args)
+    with RoundReporter(run_length(settings, options), title) as report:
+        run_demo(settings, broker_settings, report, options)
     return 0
 
 
@@ -253,11 +263,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from coordinator.plot import plot_metrics
+    from coordinator.plot import XAxis, plot_metrics
 
-    if not args.metrics.exists():
-        raise ValueError(f"no metrics file at {args.metrics}: write one with --metrics-out")
-    out = plot_metrics(args.metrics, args.out or args.metrics.with_suffix(".png"))
+    for path in args.metrics:
+        if not path.exists():
+            raise ValueError(f"no metrics file at {path}: write one with --metrics-out")
+    out = plot_metrics(args.metrics, args.out or args.metrics[0].with_suffix(".png"), XAxis(args.x))
     print(f"wrote {out}")
     return 0
 

@@ -10,7 +10,9 @@ from dataclasses import replace
 
 from broker.memory import MemoryBroker, MemoryHub
 from broker.settings import BrokerSettings, open_broker
-from coordinator.job import OnRound, TrainingJob
+from coordinator.async_settings import AsyncSettings
+from coordinator.cli_async import run_job
+from coordinator.job import OnRound
 from coordinator.processes import worker_processes
 from coordinator.settings import TrainSettings
 from protocol.messages import Weights
@@ -18,26 +20,30 @@ from worker.pool import LocalWorkers
 from worker.task import load_task
 
 
-def run_demo(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+def run_demo(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound,
+             options: AsyncSettings | None = None) -> Weights:
+    """A synchronous run, or with `options` an asynchronous one (coordinator.async_job)."""
     if broker_settings.url.startswith("memory:"):
-        return _in_process(settings, broker_settings, on_round)
-    return _over_rabbitmq(settings, broker_settings, on_round)
+        return _in_process(settings, broker_settings, on_round, options)
+    return _over_rabbitmq(settings, broker_settings, on_round, options)
 
 
-def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound,
+                options: AsyncSettings | None) -> Weights:
     hub = MemoryHub(broker_settings.topology)
     task = load_task(settings.task)
     with LocalWorkers(hub, task, settings.workers), MemoryBroker(hub) as broker:
-        return TrainingJob(broker, settings, task=task, on_round=on_round).run()
+        return run_job(broker, settings, options, on_round, task)
 
 
-def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound) -> Weights:
+def _over_rabbitmq(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound,
+                   options: AsyncSettings | None) -> Weights:
     # Fixed names: a rerun reuses its queues instead of leaving new durable ones behind.
     settings = replace(settings, job="demo", workers=tuple(f"demo-{name}" for name in settings.workers))
     connection = ["--broker", broker_settings.url, "--prefix", broker_settings.topology.prefix,
                   "--log-level", "warning", *_tls_args(broker_settings)]
     with open_broker(broker_settings) as broker, worker_processes(settings.workers, settings.task, *connection):
-        return TrainingJob(broker, settings, on_round=on_round).run()
+        return run_job(broker, settings, options, on_round)
 
 
 def _tls_args(broker_settings: BrokerSettings) -> list[str]:

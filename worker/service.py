@@ -195,6 +195,8 @@ class WorkerService:
         def work() -> tuple[dict[str, float], float]:
             started = time.perf_counter()
             metrics = self._task.train(self._model, self._shard, task.config)
+            if self._settings.slowdown > 1.0:  # a simulated slow site (WorkerSettings.slowdown)
+                time.sleep((self._settings.slowdown - 1.0) * (time.perf_counter() - started))
             return metrics, time.perf_counter() - started
         return work
 

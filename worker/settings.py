@@ -44,6 +44,9 @@ class WorkerSettings:
     # queue, the guest/dev setup). With credentials: the provisioned coordinator plus
     # --task-senders; RabbitMQ vouches for each message's user_id.
     task_senders: frozenset[str] | None = None
+    # Simulated slow site (tests, benchmarks): local training's wall time is stretched by this
+    # factor, by sleeping (slowdown - 1) x the measured training time after training.
+    slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         check_name("worker", self.worker_id)
@@ -61,6 +64,8 @@ class WorkerSettings:
             raise ValueError("task_senders must name at least one user (or be None: anyone)")
         if not self.poll_s > 0:
             raise ValueError(f"poll_s must be positive, got {self.poll_s}")
+        if not 1.0 <= self.slowdown <= 1000.0:
+            raise ValueError(f"--slowdown must be between 1 and 1000, got {self.slowdown}")
 
 
 _interop_set = False

@@ -30,3 +30,22 @@ def test_an_empty_or_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytes
         plot_metrics(_write(tmp_path / "empty.jsonl", []), tmp_path / "x.png")
     assert main(["plot", str(tmp_path / "missing.jsonl")]) == 2
     assert "--metrics-out" in capsys.readouterr().err
+
+
+def test_a_sync_and_an_async_run_share_one_picture_against_seconds(tmp_path: Path) -> None:
+    # Given a synchronous file (rounds with wall_s and eval_s) and an asynchronous one (seconds)
+    sync = _write(tmp_path / "sync.jsonl", [
+        {"job": "s", "round": r, "wall_s": 2.0, "eval_s": 0.5, "eval_loss": 1.0 / r, "eval_accuracy": 0.3 * r}
+        for r in (1, 2, 3)])
+    fast = _write(tmp_path / "async.jsonl", [
+        {"job": "a", "round": v, "version": v, "seconds": 0.4 * v, "wall_s": 0.4, "eval_s": 0.0,
+         "eval_loss": 1.0 / v, "eval_accuracy": 0.1 * v} for v in range(1, 8)])
+    # When both are plotted against seconds through the CLI
+    out = tmp_path / "both.png"
+    assert main(["plot", str(sync), str(fast), "--x", "seconds", "-o", str(out)]) == 0
+    # Then one PNG holds them, and the sync run's x is the running sum of its rounds' times
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from coordinator.metrics import read_metrics
+    from coordinator.plot import XAxis, x_values
+    assert x_values(read_metrics(sync), XAxis.SECONDS) == [2.5, 5.0, 7.5]
+    assert x_values(read_metrics(fast), XAxis.SECONDS) == pytest.approx([0.4 * v for v in range(1, 8)])

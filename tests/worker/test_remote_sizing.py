@@ -22,6 +22,7 @@ from protocol.operands import Ref
 from tests.coordinator.conftest import ROOT
 from tests.worker.op_bomb_rss import BOMBS
 from tests.worker.remote_rig import Worker, call, get, module, send
+from worker.remote import allowlist, sizing
 from worker.remote.store import Limits
 
 CAP = 64 << 20
@@ -97,3 +98,29 @@ def test_ops_that_fit_still_run_and_agree_with_local_torch() -> None:
     for value, want in zip(got, expected, strict=True):
         assert isinstance(value, torch.Tensor)
         torch.testing.assert_close(value, want)
+
+
+SIZED = [
+    ("op.add", (torch.ones(3, 1, dtype=torch.int8), 1.5), {}),  # int8 + a float: float32
+    ("op.truediv", (torch.ones(2, 3, dtype=torch.int64), torch.ones(3)), {}),
+    ("torch.maximum", (torch.ones(4, 1), torch.ones(1, 5, dtype=torch.float64)), {}),
+    ("Tensor.clamp", (torch.ones(2, 3),), {"min": torch.zeros(3)}),
+    ("op.lt", (torch.ones(3, 1), torch.ones(1, 3)), {}),
+    ("torch.where", (torch.ones(2, 1) > 0, torch.ones(1, 3), 0.0), {}),  # three arguments: sized on meta
+    ("Tensor.sort", (torch.ones(3, 4),), {"dim": 1}),
+    ("F.mse_loss", (torch.ones(3, 4), torch.ones(3, 4)), {}),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs"), SIZED, ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(SIZED)])
+def test_the_predicted_results_are_the_real_ones(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+    # Given an op sized before it runs (quickly for elementwise ops, on meta tensors otherwise)
+    fn = allowlist.function(name)
+    size = sizing.size_call(name, fn, args, kwargs)
+    # When it runs for real
+    result = fn(*args, **kwargs)
+    real = list(sizing.tensors_in(result))
+    # Then the predicted shapes and dtypes (what stand-ins are made of) are the real ones, and the
+    # predicted bytes cover the results
+    assert size.outputs == [(t.shape, t.dtype) for t in real]
+    assert size.nbytes >= sum(t.numel() * t.element_size() for t in real)

@@ -34,8 +34,10 @@ def storages(value: object) -> set[int]:
 
 
 def _addresses(tensors: Iterable[torch.Tensor]) -> set[int]:
-    # Empty storages all sit at address 0 and hold no values: nothing to share.
-    found = {t.untyped_storage().data_ptr() for t in tensors if not t.is_meta}
+    # The storage's address: the tensor's own, less its offset into the storage (what
+    # untyped_storage().data_ptr() says, without a storage object per tensor). Empty storages all
+    # sit at address 0 and hold no values: nothing to share.
+    found = {t.data_ptr() - int(t.storage_offset()) * t.element_size() for t in tensors if not t.is_meta}
     found.discard(0)
     return found
 

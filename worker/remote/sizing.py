@@ -116,8 +116,31 @@ def _broadcast_bytes(tensors: list[torch.Tensor]) -> int:
     return count * max(t.element_size() for t in tensors)
 
 
+# Ops that are elementwise whatever their arguments (no overload reduces, selects or returns
+# more than one tensor; no intermediates beyond the result): sized from the broadcast shape, with
+# the result's dtype from a one-element probe, far quicker than a meta run (meta kernels are
+# Python: about 0.5 ms an op, when `x + 1` itself takes 10 us).
+_ELEMENTWISE = """
+    abs neg exp exp2 expm1 log log2 log10 log1p sqrt rsqrt square reciprocal sign sgn sin cos tan
+    asin acos atan sinh cosh tanh sigmoid relu erf erfc floor ceil round trunc frac nan_to_num add sub
+    mul div true_divide floor_divide remainder fmod pow maximum minimum fmax fmin atan2 hypot lerp
+    clamp clip eq ne lt le gt ge isnan isinf isfinite logical_not logical_and logical_or logical_xor
+    bitwise_and bitwise_or bitwise_xor bitwise_not
+"""
+_OPERATORS = """
+    add sub mul truediv floordiv mod pow and_ or_ xor radd rsub rmul rtruediv rfloordiv rmod rpow
+    rand ror rxor neg pos abs invert lt le eq ne gt ge
+"""
+ELEMENTWISE = frozenset([f"{space}.{base}" for space in ("Tensor", "torch") for base in _ELEMENTWISE.split()]
+                        + [f"op.{base}" for base in _OPERATORS.split()] + ["F.relu", "F.sigmoid", "F.tanh"])
+
+
 def size_call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Size:
     """How much calling `fn(*args, **kwargs)` (op `name`) takes; OpFailure if it cannot be sized."""
+    if name in ELEMENTWISE:
+        quick = _elementwise(fn, args, kwargs)
+        if quick is not None:
+            return quick
     meta_kwargs = {key: to_meta(value) for key, value in kwargs.items()}
     if "device" in meta_kwargs:
         meta_kwargs["device"] = "meta"
@@ -129,6 +152,41 @@ def size_call(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
         if size is None:
             raise _unsizable(name, e) from e
         return size
+
+
+def _elementwise(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Size | None:
+    """The size of an elementwise op on tensors and plain values; None to size it on meta instead."""
+    operands = [*args, *kwargs.values()]
+    tensors = [item for item in operands if isinstance(item, torch.Tensor)]
+    if not tensors or any(isinstance(item, (tuple, list, dict)) for item in operands):
+        return None
+
+    def probe(item: Any) -> Any:  # noqa: ANN401 - same dtype and kind (0-d or not): same promotion
+        return item.new_ones(() if item.ndim == 0 else (1,)) if isinstance(item, torch.Tensor) else item
+    size = _broadcast([t.shape for t in tensors])
+    if size is None:
+        return None  # the meta run will say why
+    try:  # probes never need gradients: no graph is built
+        result = fn(*map(probe, args), **{key: probe(value) for key, value in kwargs.items()})
+    except Exception:  # noqa: BLE001 - the meta run will tell
+        return None
+    if not isinstance(result, torch.Tensor):
+        return None
+    return Size(nbytes=size.numel() * result.element_size(), outputs=[(size, result.dtype)])
+
+
+def _broadcast(shapes: list[torch.Size]) -> torch.Size | None:
+    """The shapes broadcast together (torch's rule), None when they do not broadcast."""
+    if all(shape == shapes[0] for shape in shapes):
+        return shapes[0]
+    ndim = max(len(shape) for shape in shapes)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, ndim - len(shape)):
+            if size != 1 and out[i] not in (1, size):
+                return None
+            out[i] = size if size != 1 else out[i]
+    return torch.Size(out)
 
 
 def size_forward(net: nn.Module, args: list[Any], kwargs: dict[str, Any]) -> Size:

@@ -181,3 +181,16 @@ def test_remote_batches_yield_to_a_training_worker() -> None:
     refused = [a for a in answers if isinstance(a, CommandResult) and a.error is not None]
     assert refused and all("while it trains" in a.error.reason for a in refused)  # type: ignore[union-attr]
     assert [a.task_id for a in answers if isinstance(a, Reply)] == ["t2"]
+
+
+def test_gradients_count_and_the_shard_does_not() -> None:
+    with serving() as rig:
+        # Given a client with pointers to the shard and a 4 KiB tensor that takes gradients
+        w = torch.ones(1024, requires_grad=True)
+        ops = [Op("dataset", (), {}, (1, 2)), Op("send", (w,), {"requires_grad": True}, (3,)),
+               Op("Tensor.sum", (Ref(3),), {}, (4,)), Op("backward", (Ref(4),)), Op("free", (4,))]
+        # When a backward fills in its gradient (recounted once the batch is over)
+        assert rig.result(*ops).error is None
+        after = rig.result(Op("info"))
+        # Then the client holds the tensor and its gradient (8 KiB), and nothing for the shard
+        assert after.error is None and after.values[0].bytes == 8192  # type: ignore[union-attr]

@@ -225,9 +225,12 @@ class ObjectStore:
         entry.nbytes = nbytes
 
     def recount(self, session: Session) -> None:
-        """Recount every object of `session` (after backward or step: gradients, state)."""
+        """Recount what backward or step may grow in place: modules and optimizers, and leaf
+        tensors that take gradients. (Shard pointers count nothing, and never take gradients.)"""
         for entry in session.objects.values():
-            self.resize(entry, session)
+            value = entry.value
+            if not isinstance(value, torch.Tensor) or (value.requires_grad and value.is_leaf):
+                self.resize(entry, session)
 
     def charge(self, session: Session, nbytes: int, op: str, *, fetched: bool = False) -> None:
         """Count `nbytes` that are not an object (saved activations, a fetched copy) against the

@@ -7,6 +7,8 @@ shard's values, then under "none", where nothing of them may come out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from torch import nn
 from protocol.commands import Op
 from protocol.operands import Ref, TensorMeta, Value
 from tests.worker.remote_rig import Worker, call, dataset, get, module, send
+from worker.remote import sizing
 
 
 def _outcome_value(worker: Worker, *ops: Op) -> Value | str:
@@ -215,3 +218,23 @@ def test_a_private_mask_selects_where_derived_values_may_leave() -> None:
                        call("Tensor.masked_select", Ref(4), Ref(3), out=5), get(5))
     # Then the selection runs and its length is the count
     assert isinstance(got, torch.Tensor) and len(got) == int((labels == 3).sum())
+
+
+def test_a_result_whose_shape_was_not_predicted_is_refused_when_its_operands_are_private(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given sizing that mispredicts a shape, as it would for an op whose shape follows values
+    # and that nobody knew of
+    real = sizing.size_call
+
+    def mispredicted(name: str, *args: Any) -> sizing.Size:  # noqa: ANN401
+        size = real(name, *args)
+        return sizing.Size(nbytes=size.nbytes, outputs=[(torch.Size([1]), dtype) for _, dtype in size.outputs or []])
+    monkeypatch.setattr(sizing, "size_call", mispredicted)
+    worker = Worker(allow_get="none")
+    # When such an op runs on private data, and on the client's own
+    private = worker.error(dataset(1, 2), call("Tensor.exp", Ref(1), out=3))
+    public = worker.value(send(4, torch.zeros(3)), call("Tensor.exp", Ref(4), out=5), get(5))
+    # Then the first is refused, its result not kept; the second runs
+    assert private.kind == "refused" and "not the one its operands' shapes predict" in private.reason
+    assert 3 not in worker.session.objects
+    assert isinstance(public, torch.Tensor) and torch.equal(public, torch.ones(3))

@@ -98,6 +98,17 @@ class Context:
         return sizing.stand_ins(size, operands)
 
 
+    def check_predicted(self, op: str, size: sizing.Size, results: list[torch.Tensor], taints: list[Taint]) -> None:
+        """OpFailure("refused") when results' shapes are not those predicted from the operands'
+        shapes and an operand may not leave: the shape may then encode its values. (Sizing
+        refuses or bounds every op known to do this; this catches one that is not known.)"""
+        if size.outputs is None or [t.shape for t in results] == [shape for shape, _ in size.outputs]:
+            return
+        if max(taints, default=Taint.PUBLIC) > self.allow_get:
+            raise OpFailure("refused", f"{op}: its result's shape is not the one its operands' shapes predict, so it "
+                                       f"may show values that worker {self.worker!r} keeps (--allow-get {self.policy})")
+
+
 def unseen_failure(session: Session, op: Op) -> str:
     """Why the op's results will be stand-ins too: an operand is one (else "")."""
     for ref in _refs((op.args, op.kwargs)):

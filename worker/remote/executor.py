@@ -129,6 +129,8 @@ class Executor:
         except Exception as e:
             results = context.stand_ins(e, taints, size, [tensor for tensor, _ in used])
             failed = f"{op.name} failed ({type(e).__name__})"
+        else:
+            context.check_predicted(op.name, size, results, taints)
         taint = combine(taints, structural=base in allowlist.STRUCTURAL)
         context.store.check_room(len(results), sum(size_of(t) for t in results), op.name)
         for out, tensor in zip(op.outs, results, strict=True):

@@ -132,6 +132,8 @@ def forward(context: Context, session: Session, op: Op) -> None:
         made = context.stand_ins(e, taints, size, [*net.parameters(), *(t for t, _ in used)])
         result = made[0] if len(made) == 1 else tuple(made)
         failed = f"forward failed ({type(e).__name__})"
+    else:
+        context.check_predicted(op.name, size, list(sizing.tensors_in(result)), taints)
     if not isinstance(result, torch.Tensor):
         raise OpFailure("failed", f"forward gave a {type(result).__name__}; only tensors are kept")
     weights = [(t, entry.taint) for t in [*net.parameters(), *net.buffers()]]

@@ -93,10 +93,14 @@ class Federation:
         self._check_open()
         if name in self._handles:  # two services on one queue would split the client's ops between them
             raise ValueError(f"worker {name!r} is already part of this federation")
+        if self.verify_senders and self._hub is None:  # its answers would carry this client's user_id
+            raise ValueError(f"a spawned worker would log in as this client, whose answers are verified: "
+                             f"start `fedmq worker --id {name} --credentials {name}.json` and use worker({name!r})")
         spec = shard if isinstance(shard, ShardSpec) else ShardSpec.parse(shard)
         worker_settings = WorkerSettings(name, task, spec, poll_s=0.1, **settings)  # type: ignore[arg-type]
         hub = self._hub
-        connect = (lambda: MemoryBroker(hub)) if hub is not None else (lambda: open_broker(self.settings))
+        # On the memory broker the worker's connection plays its own user, as a provisioned login would.
+        connect = (lambda: MemoryBroker(hub, user=name)) if hub is not None else (lambda: open_broker(self.settings))
         thread = WorkerThread(connect, worker_settings, load_task(task))
         thread.start()
         self._threads.append(thread)

@@ -12,7 +12,7 @@ import torch
 
 from broker.memory import MemoryBroker
 from coordinator import Federation
-from protocol.commands import CommandBatch, Op
+from protocol.commands import CommandBatch, CommandResult, Op
 from protocol.errors import RemoteError
 from protocol.messages import encode_message
 from protocol.operands import StoreInfo
@@ -113,3 +113,21 @@ def test_clients_past_max_clients_are_refused_and_the_first_keeps_its_session() 
         letter = other.take_dead_letter(timeout=WAIT_S)
         assert letter is not None and "(max_clients)" in letter.reason
         assert torch.equal((x + 1).get(), torch.full((1,), 2.0))
+
+
+def test_a_verifying_client_takes_only_answers_in_their_workers_name() -> None:
+    with Federation(timeout_s=2.0, verify_senders=True) as fed:
+        bob = fed.spawn("bob")  # its connection plays user "bob", as its credentials would
+        x = bob.send(torch.ones(2))
+        assert torch.equal((x + 1).get(), torch.full((2,), 2.0))
+        # Given a forged answer for the next batch, published into bob's reply queue by "mallory"
+        hub = fed._hub  # noqa: SLF001
+        assert hub is not None
+        forger = MemoryBroker(hub, user="mallory")
+        forger.publish_reply(fed.client, "bob", encode_message(CommandResult(fed.client, 2, "bob", {1: torch.zeros(2)})))
+        # When the client's next batch (a get) is answered
+        value = (x * 3).get()
+        # Then the real answer counts and the forgery is dead-lettered naming its user
+        assert torch.equal(value, torch.full((2,), 3.0))
+        letter = forger.take_dead_letter(timeout=WAIT_S)
+        assert letter is not None and "user 'mallory' published into worker 'bob'" in letter.reason

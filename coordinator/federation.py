@@ -21,6 +21,7 @@ It is used from one thread; pointers freed by the garbage collector on any threa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -56,14 +57,17 @@ class Federation:
                  timeout_s: float = 60.0, verify_senders: bool = False) -> None:
         """`broker`: None for an in-process memory broker, an amqp:// URL, or BrokerSettings.
 
-        `timeout_s` bounds every wait for a worker's answer. `verify_senders`: take an answer
-        only when its AMQP user_id is its worker's name (workers with provisioned credentials).
+        `timeout_s` bounds every wait for a worker's answer. `verify_senders` (or the settings'
+        own): take an answer only when its AMQP user_id is its worker's name (workers with
+        provisioned credentials), a chunked one only when its first piece is.
         """
         if broker is None or isinstance(broker, str):
             broker = BrokerSettings(url=broker or "memory://", topology=Topology(prefix))
+        if verify_senders and not broker.verify_senders:  # chunked answers too: first piece checked
+            broker = dataclasses.replace(broker, verify_senders=True)
         self.settings = broker
         self.timeout_s = timeout_s
-        self.verify_senders = verify_senders
+        self.verify_senders = broker.verify_senders
         self.client = f"c-{uuid.uuid4().hex}"
         self._secret = secrets.token_bytes(32)  # never sent: workers see only tokens derived from it
         self._hub = MemoryHub(broker.topology) if broker.url.startswith("memory:") else None
@@ -81,8 +85,8 @@ class Federation:
         login = load_credentials(Path(credentials))
         if login.role != COORDINATOR:
             raise ValueError(f"{credentials} holds {login.role} credentials: a client needs the coordinator's")
-        settings = BrokerSettings(url=login.url, topology=Topology(login.prefix))
-        return cls(settings, timeout_s=timeout_s, verify_senders=True)
+        settings = BrokerSettings(url=login.url, topology=Topology(login.prefix), verify_senders=True)
+        return cls(settings, timeout_s=timeout_s)
 
     def spawn(self, name: str, *, task: str = "toy", shard: str | ShardSpec = "0/1",
               **settings: object) -> RemoteWorkerHandle:

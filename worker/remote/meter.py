@@ -13,7 +13,8 @@ convolutions (torch.utils.flop_counter's table) are priced in FLOPs on meta tens
 run, at FLOPS_PER_S; an op that would take the batch past its budget is refused, and so is any
 op once the batch's wall time is spent. Other ops are linear in their operands' size, which the
 byte caps bound. What a batch already computed stays: its objects are stored, and its answer
-names the op that ran out of time.
+names the op that ran out of time. On CUDA, ops run asynchronously and the clock sees when they
+are launched: there the FLOP prices are what bound a batch (a known limit, not yet measured on a GPU).
 """
 
 from __future__ import annotations

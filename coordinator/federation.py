@@ -172,11 +172,16 @@ class Federation:
             log.warning("dead-lettering an answer from %s's queue: %s", delivery.source, forged)
             self._broker.dead_letter(delivery, forged)
             return
+        # A single part is decoded in place and kept for the dead letter (a list of parts is consumed).
         try:
-            message = decode_message(delivery.parts)
+            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
         except DecodeError as e:
             log.warning("dead-lettering an undecodable answer from %s: %s", delivery.source, e)
             self._broker.dead_letter(delivery, f"undecodable answer: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not end the client on hostile bytes
+            log.exception("the decoder failed on an answer from %s", delivery.source)
+            self._broker.dead_letter(delivery, f"undecodable answer ({type(e).__name__}): {e}")
             return
         link = self._links.get(delivery.source)
         if (isinstance(message, CommandResult) and link is not None and message.client == self.client

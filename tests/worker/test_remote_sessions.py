@@ -131,3 +131,19 @@ def test_a_verifying_client_takes_only_answers_in_their_workers_name() -> None:
         assert torch.equal(value, torch.full((2,), 3.0))
         letter = forger.take_dead_letter(timeout=WAIT_S)
         assert letter is not None and "user 'mallory' published into worker 'bob'" in letter.reason
+
+
+def test_an_undecodable_answer_is_dead_lettered_whole_and_the_client_goes_on() -> None:
+    with Federation(timeout_s=WAIT_S) as fed:
+        bob = fed.spawn("bob")
+        x = bob.send(torch.ones(2))
+        bob.sync()
+        # Given garbage published into bob's reply queue for this client
+        hub = fed._hub  # noqa: SLF001
+        assert hub is not None
+        MemoryBroker(hub).publish_reply(fed.client, "bob", b"\xc1 not msgpack")
+        # When the client waits for its next answer
+        assert torch.equal((x + 2).get(), torch.full((2,), 3.0))
+        # Then the garbage is in the dead letters, bytes intact, with the reason
+        letter = MemoryBroker(hub).take_dead_letter(timeout=WAIT_S)
+        assert letter is not None and letter.body == b"\xc1 not msgpack" and "undecodable answer" in letter.reason

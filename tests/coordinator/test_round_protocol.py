@@ -40,11 +40,12 @@ def test_a_sampled_round_asks_k_workers_and_a_resume_asks_the_same(tmp_path: Pat
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     again = [json.loads(line) for line in resumed_out.read_text().splitlines()]
     # Then each round asked two distinct workers, only they replied, the draws vary by round,
-    # and the resumed run asked the same workers and ended at the same weights
+    # and the resumed run asked the same workers and ended at the same weights (up to the order
+    # in which two replies were summed)
     assert all(len(set(line["asked"])) == 2 and line["replies"] == 2 for line in lines)
     assert len({tuple(line["asked"]) for line in lines}) > 1
     assert [line["asked"] for line in again] == [line["asked"] for line in lines]
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert all(torch.allclose(whole[k], resumed[k], atol=1e-6) for k in whole)
 
 
 class RecordingProx(FedProx):

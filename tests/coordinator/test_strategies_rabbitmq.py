@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+from broker.rabbitmq import RabbitBroker
 from broker.settings import BrokerSettings
 from coordinator.cli import main
 from coordinator.strategies import STRATEGIES
@@ -16,8 +18,12 @@ OPTIONS = {"fedadam": ["eta=0.01"], "fedyogi": ["eta=0.01"], "fedprox": ["mu=0.1
 
 def test_every_strategy_trains_digits_through_rabbitmq(rabbit_settings: BrokerSettings,
                                                        start_workers: StartWorkers, tmp_path: Path) -> None:
-    # Given seven digits worker processes on the broker
+    # Given seven digits worker processes on the broker, all serving
     start_workers("digits", WORKERS)
+    with RabbitBroker(rabbit_settings) as broker:
+        deadline = time.monotonic() + 180  # seven torch imports on two busy cores
+        while not all(broker.has_worker(w) for w in WORKERS) and time.monotonic() < deadline:
+            time.sleep(0.5)
     results = {}
     for name in STRATEGIES:
         # When the coordinator runs three rounds with the strategy

@@ -31,7 +31,7 @@ DTYPES: dict[str, torch.dtype] = {
     "uint8": torch.uint8,
     "bool": torch.bool,
 }
-_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # the one dtype table, both ways
 MAX_NDIM = 16
 MAX_ELEMENTS = 1 << 62  # torch's int64 element counts, with room for byte sizes
 MAX_STR_LEN = 1 << 20  # names, reasons, metric keys: never megabytes
@@ -53,7 +53,7 @@ def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
     Data above PIECE_BYTES travel as a list of bins, so a decoder never holds a whole large
     tensor twice (once in its input buffer, once as the bin it copies out).
     """
-    name = _DTYPE_NAMES.get(tensor.dtype)
+    name = DTYPE_NAMES.get(tensor.dtype)
     if name is None:
         raise ValueError(f"dtype {tensor.dtype} cannot travel; allowed: {', '.join(DTYPES)}")
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)

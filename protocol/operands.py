@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import torch
 
-from protocol.codec import DTYPES, tensor_from_wire, tensor_to_wire, tensors_from_wire, tensors_to_wire
+from protocol.codec import DTYPE_NAMES, DTYPES, tensor_from_wire, tensor_to_wire, tensors_from_wire, tensors_to_wire
 from protocol.errors import DecodeError
 
 MAX_DEPTH = 8  # argument nesting: an index like x[(slice, [1, 2]), ...] is three deep
@@ -27,7 +27,6 @@ MAX_ID = (1 << 53) - 1  # object ids stay exact in every msgpack implementation
 Weights = dict[str, torch.Tensor]
 # A layer structure: plain data only (see worker.remote.layers for its meaning).
 Plain: TypeAlias = None | bool | int | float | str | list["Plain"] | dict[str, "Plain"]
-_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,9 @@ def _tagged_body(arg: Arg) -> Any:  # noqa: ANN401 - msgpack-ready data
     if isinstance(arg, torch.Tensor):
         return tensor_to_wire(arg)
     if isinstance(arg, torch.dtype):
-        if arg not in _DTYPE_NAMES:
+        if arg not in DTYPE_NAMES:
             raise ValueError(f"dtype {arg} cannot travel; allowed: {', '.join(DTYPES)}")
-        return _DTYPE_NAMES[arg]
+        return DTYPE_NAMES[arg]
     if isinstance(arg, slice):
         return [_slice_part(arg.start), _slice_part(arg.stop), _slice_part(arg.step)]
     if isinstance(arg, tuple):

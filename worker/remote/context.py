@@ -12,7 +12,7 @@ from torch import nn
 from protocol.commands import Op
 from protocol.operands import Arg, ModuleSpec, Ref
 from worker.remote import sizing
-from worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint
+from worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint, derive
 from worker.task import Dataset, Task
 
 V = TypeVar("V", torch.Tensor, nn.Module, torch.optim.Optimizer)
@@ -86,13 +86,13 @@ class Context:
         """What an op that raised `error` leaves for its results, when the failure may not be told.
 
         Whether an op fails can depend on values (an index out of range): told, it is one bit
-        about them per op, enough to find a private label by bisection. So when an operand is
-        more private than --allow-get lets out, a failure is not told: the op's results are
-        stand-ins (sizing.stand_ins), marked failed, and `check_leaving` says so only where their
-        own taint lets them leave. Otherwise, or when the results' shapes are not known, `error`
-        is raised again.
+        about them per op, enough to find a private label by bisection. That bit is derived from
+        the operands; where derived values may not leave (--allow-get none and tainted operands)
+        a failure is not told: the op's results are stand-ins (sizing.stand_ins), marked failed
+        (`check_leaving` says so, should one ever leave). Otherwise, or when the results' shapes
+        are not known, `error` is raised again (its text withheld by the executor as needed).
         """
-        if isinstance(error, OpFailure) or max(taints, default=Taint.PUBLIC) <= self.allow_get \
+        if isinstance(error, OpFailure) or derive(max(taints, default=Taint.PUBLIC)) <= self.allow_get \
                 or size.outputs is None:
             raise error
         return sizing.stand_ins(size, operands)
@@ -104,7 +104,7 @@ class Context:
         refuses or bounds every op known to do this; this catches one that is not known.)"""
         if size.outputs is None or [t.shape for t in results] == [shape for shape, _ in size.outputs]:
             return
-        if max(taints, default=Taint.PUBLIC) > self.allow_get:
+        if derive(max(taints, default=Taint.PUBLIC)) > self.allow_get:
             raise OpFailure("refused", f"{op}: its result's shape is not the one its operands' shapes predict, so it "
                                        f"may show values that worker {self.worker!r} keeps (--allow-get {self.policy})")
 

@@ -9,8 +9,9 @@ which the batch goes on from the next op.
 Each tensor op is sized on meta tensors before it runs (worker.remote.sizing) and refused when it
 cannot be sized or does not fit. A result that shares memory with an operand keeps at least that
 operand's taint (worker.remote.aliases). A result whose shape depends on values (a mask's count)
-is refused when those values may not leave the worker. When an op fails on operands more private
-than --allow-get lets out, torch's message (which can spell out values) is replaced by its type.
+is refused where values derived from them may not leave the worker. When an op fails on operands
+more private than --allow-get lets out, torch's message (which can spell out values) is replaced
+by its type; where even the failure may not be told, the results are stand-ins (Context.stand_ins).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from protocol.operands import Ref, Value
 from worker.remote import aliases, allowlist, sizing
 from worker.remote.context import Context, Outgoing, unseen_failure
 from worker.remote.specials import SPECIALS
-from worker.remote.store import Entry, OpFailure, Session, Taint, combine, size_of
+from worker.remote.store import Entry, OpFailure, Session, Taint, combine, derive, size_of
 
 ALWAYS_RUN = ("free", "close")  # even after a failure: they only release memory
 
@@ -141,7 +142,7 @@ class Executor:
         """OpFailure("permission") when the shape of the op's result would show values that may not
         leave: a mask's count of selected elements is as telling as the mask."""
         taint = max((t for tensor, t in used if any(tensor is d for d in size.deciders)), default=Taint.PUBLIC)
-        if taint > self.context.allow_get:
+        if derive(taint) > self.context.allow_get:  # a count is computed: derived from what it counts
             raise OpFailure("permission", f"{op.name}: the shape of its result would depend on the values of "
                                           f"{taint.name.lower()} data (its mask), and worker {self.context.worker!r} "
                                           f"runs with --allow-get {self.context.policy}: keep shapes fixed (multiply "

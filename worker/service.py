@@ -71,6 +71,7 @@ class WorkerService:
         self._shard = _on_device(shard, self._device)
         # Remote commands (the pointer workflow) share the queue, the task and the shard.
         self.remote = RemoteCommands(broker, settings, self._task, self._shard, self._device)
+        self._warm = False  # the first training pays one-off start-up costs: --slowdown skips it
         self._answered = AnsweredTasks()  # redelivered tasks already answered are acked, not rerun
         spec = settings.shard
         self._heartbeat = Heartbeat(broker, settings.worker_id, settings.task,
@@ -195,8 +196,9 @@ class WorkerService:
         def work() -> tuple[dict[str, float], float]:
             started = time.perf_counter()
             metrics = self._task.train(self._model, self._shard, task.config)
-            if self._settings.slowdown > 1.0:  # a simulated slow site (WorkerSettings.slowdown)
+            if self._settings.slowdown > 1.0 and self._warm:  # a simulated slow site (WorkerSettings.slowdown)
                 time.sleep((self._settings.slowdown - 1.0) * (time.perf_counter() - started))
+            self._warm = True
             return metrics, time.perf_counter() - started
         return work
 

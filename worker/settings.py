@@ -45,7 +45,9 @@ class WorkerSettings:
     # --task-senders; RabbitMQ vouches for each message's user_id.
     task_senders: frozenset[str] | None = None
     # Simulated slow site (tests, benchmarks): local training's wall time is stretched by this
-    # factor, by sleeping (slowdown - 1) x the measured training time after training.
+    # factor, by sleeping (slowdown - 1) x the measured training time after training. A process's
+    # first training is not stretched: it carries one-off start-up costs (lazy initialisation,
+    # seconds on a busy machine) that a factor of 10 would turn into minutes.
     slowdown: float = 1.0
 
     def __post_init__(self) -> None:

@@ -39,14 +39,18 @@ def test_a_slowed_worker_sleeps_factor_minus_one_times_its_training_and_reports_
     torch.manual_seed(0)
     weights = {k: v.clone() for k, v in task.build_model().state_dict().items()}
     try:
-        # When it is sent a train task
-        coordinator.publish_task("w0", encode_message(TrainTask("j", 0, "t1", weights, TrainConfig(batch_size=2))))
-        delivery = coordinator.receive(timeout=10.0)
+        # When it is sent two train tasks (the first, which pays start-up costs, is not stretched)
+        for task_id in ("t1", "t2"):
+            train = TrainTask("j", 0, task_id, weights, TrainConfig(batch_size=2))
+            coordinator.publish_task("w0", encode_message(train))
+            delivery = coordinator.receive(timeout=10.0)
+            assert delivery is not None
+            coordinator.ack(delivery)
     finally:
         stop.set()
         thread.join(10.0)
         worker_broker.close()
-    # Then it answered after one sleep of 3x a positive training time, counted in train_seconds
+    # Then it answered the second after one sleep of 3x a positive training time, counted in train_seconds
     assert delivery is not None
     reply = decode_message(delivery.body())
     assert isinstance(reply, Reply)

@@ -241,3 +241,12 @@ def test_a_result_whose_shape_was_not_predicted_is_refused_when_its_operands_are
     assert private.kind == "refused" and "not the one its operands' shapes predict" in private.reason
     assert 3 not in worker.session.objects
     assert isinstance(public, torch.Tensor) and torch.equal(public, torch.ones(3))
+
+
+def test_one_hot_labels_are_as_private_as_the_labels() -> None:
+    # Given a worker that lets derived values out, but not the raw shard
+    worker = Worker(allow_get="derived")
+    # When the client re-encodes the private labels one-hot (which loses nothing of them)
+    error = worker.error(dataset(1, 2), call("F.one_hot", Ref(2), 10, out=3), get(3))
+    # Then they are refused like the labels themselves
+    assert error.kind == "permission" and "it is private data" in error.reason

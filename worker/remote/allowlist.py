@@ -78,7 +78,8 @@ OPERATORS: dict[str, Callable[..., Any]] = {
 
 STRUCTURAL = frozenset(_SHAPES.split()) | frozenset([
     "getitem", "cat", "stack", "hstack", "vstack", "to", "where", "masked_fill", "max", "min", "amax", "amin",
-    "median", "mode", "kthvalue", "sort", "topk", "cummax", "cummin", "diag"])
+    "median", "mode", "kthvalue", "sort", "topk", "cummax", "cummin", "diag",
+    "one_hot"])  # a lossless re-encoding: one_hot(labels) is the labels
 
 # Layers a module sent by a client may be built from (worker.remote.layers), by class name.
 LAYERS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (

@@ -130,7 +130,9 @@ class RabbitBroker(Broker):
             waiting = [
                 queue for queue in self._reassembler.waiting_origins() if queue in self._consumed
             ]
-            if not (waiting and self._pull(waiting[0])):
+            # The first origin with a chunk waiting: one stalled message at the head (a sender
+            # that announced and went quiet) must not keep the others' chunks unread.
+            if not any(self._pull(queue) for queue in waiting):
                 self._link.serve(min(remaining, self._poll_s) if waiting else remaining)
                 served = True
 

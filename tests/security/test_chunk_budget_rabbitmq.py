@@ -2,7 +2,8 @@
 
 alice announces 4 GiB chunked replies, in her own reply queue and in bob's, and sends nothing
 more. The coordinator, which verifies senders, drops the one in bob's queue at its first piece
-(announced by alice, not bob), reserves nothing for hers, and takes bob's chunked reply whole.
+(announced by alice, not bob), reserves nothing for hers, and takes bob's chunked reply whole,
+even when bob's transfer pauses too (two stalled messages: alice's must not be the only one read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import replace
 
 import pika
 
-from broker.chunks import CHUNK_COUNT, MESSAGE_ID, TOTAL_SIZE
+from broker.chunks import CHUNK_COUNT, MESSAGE_ID, STALL_S, TOTAL_SIZE, Frame, split
+from broker.provision import Credentials
 from broker.rabbitmq import RabbitBroker
 from tests.broker.live_worker import WAIT_S
 from tests.security.conftest import Federation
@@ -21,17 +23,21 @@ JOB = "job"
 GIB = 1 << 30
 
 
-def _announce_4_gib(federation: Federation, worker: str) -> None:
-    alice = federation.alice
-    connection = pika.BlockingConnection(pika.URLParameters(alice.url))
+def _publish_as(who: Credentials, worker: str, frames: list[Frame]) -> None:
+    """Publish frames into `worker`'s reply queue with raw pika, as `who` (its own user_id)."""
+    connection = pika.BlockingConnection(pika.URLParameters(who.url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        headers = {MESSAGE_ID: f"bomb-{worker}", CHUNK_COUNT: 4, TOTAL_SIZE: 4 * GIB}
-        channel.basic_publish(f"{alice.prefix}.replies", f"{JOB}.{worker}", b"",
-                              pika.BasicProperties(headers=headers, user_id=alice.user))
+        for frame in frames:
+            channel.basic_publish(f"{who.prefix}.replies", f"{JOB}.{worker}", bytes(frame.body),
+                                  pika.BasicProperties(headers=frame.headers, user_id=who.user))
     finally:
         connection.close()
+
+
+def _bomb(worker: str) -> list[Frame]:
+    return [Frame({MESSAGE_ID: f"bomb-{worker}", CHUNK_COUNT: 4, TOTAL_SIZE: 4 * GIB}, b"")]
 
 
 def test_a_worker_announcing_4_gib_does_not_starve_another_workers_chunked_reply(
@@ -39,15 +45,17 @@ def test_a_worker_announcing_4_gib_does_not_starve_another_workers_chunked_reply
     alice, bob = federation.alice.user, federation.bob.user
     coordinator_settings = replace(federation.settings(federation.coordinator), verify_senders=True,
                                    chunk_size=1000)
-    with RabbitBroker(coordinator_settings) as coordinator, \
-            RabbitBroker(replace(federation.settings(federation.bob), chunk_size=1000)) as bob_broker:
+    with RabbitBroker(coordinator_settings) as coordinator:
         coordinator.consume_replies(JOB, [alice, bob])
         # Given alice's 4 GiB announcements in her reply queue and in bob's
-        _announce_4_gib(federation, alice)
-        _announce_4_gib(federation, bob)
-        # When bob sends a 50 kB reply, in 50 chunks
+        _publish_as(federation.alice, alice, _bomb(alice))
+        _publish_as(federation.alice, bob, _bomb(bob))
+        # When bob announces a 50 kB reply and, after a pause longer than a stall, sends its 50 chunks
         payload = bytes(range(250)) * 200
-        bob_broker.publish_reply(JOB, bob, payload)
+        frames = list(split(payload, 1000))
+        _publish_as(federation.bob, bob, frames[:1])
+        assert coordinator.receive(timeout=2 * STALL_S) is None
+        _publish_as(federation.bob, bob, frames[1:])
         # Then the coordinator takes it whole, from bob
         deadline = time.monotonic() + WAIT_S
         delivery = None

@@ -1,4 +1,4 @@
-"""The asynchronous barrier rule, and the JSON line of one aggregation.
+"""The asynchronous barrier rule, and reading a reply off the queue.
 
 An update counts when it answers a task this coordinator has recorded (coordinator.async_state),
 comes through the queue of the worker the task was sent to, names the task's base version, and is
@@ -9,13 +9,15 @@ restart and never recorded) are late: both are dropped and counted, never aggreg
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
+from broker.base import Delivery
 from coordinator.async_state import Outstanding
 from coordinator.barrier import Verdict
-from coordinator.metrics import RoundMetrics
-from protocol.messages import ErrorReply, Reply
+from protocol.errors import DecodeError
+from protocol.messages import ErrorReply, Reply, decode_message
+
+log = logging.getLogger("fedmq.coordinator")
 
 
 class AsyncBarrier:
@@ -54,17 +56,17 @@ class AsyncBarrier:
         """Nothing to do: the driver moves the task from its table to the buffer."""
 
 
-@dataclass(frozen=True)
-class VersionMetrics(RoundMetrics):
-    """One aggregation's JSON line. `round` is the new version, so every reader of round lines
-    (MetricsLog's resume, `fedmq plot`, the console table) reads version lines too; `replies` is
-    the updates it used and `wall_s` the seconds since the previous version."""
-
-    version: int = 0
-    seconds: float = 0.0  # wall-clock seconds since the run began (across restarts), evaluation included
-    updates: int = 0  # updates applied since the run began
-    staleness_mean: float = 0.0
-    staleness_max: int = 0
-    stale: int = 0  # updates dropped for --max-staleness since the previous version
-    timed_out: int = 0  # tasks that passed --round-timeout unanswered since the previous version
-    mode: str = "async"
+def read_reply(delivery: Delivery, *, verify_senders: bool) -> tuple[Reply | ErrorReply | None, str]:
+    """The reply `delivery` holds, or None and why no honest worker sends it (dead-letter it)."""
+    if verify_senders and delivery.user_id != delivery.source:
+        return None, f"a reply on worker {delivery.source!r}'s queue from user {delivery.user_id!r}"
+    try:  # checked before decoding, above: a forger's payload costs no parsing
+        message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+    except DecodeError as e:
+        return None, f"undecodable reply: {e}"
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
+        log.exception("the decoder failed on a reply from %s", delivery.source)
+        return None, f"undecodable reply ({type(e).__name__}): {e}"
+    if not isinstance(message, (Reply, ErrorReply)):
+        return None, f"a {type(message).__name__} on a reply queue"
+    return message, ""

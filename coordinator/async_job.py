@@ -18,13 +18,13 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from broker.base import Broker, Delivery
-from coordinator.aggregation import weighted_mean
-from coordinator.async_barrier import AsyncBarrier, VersionMetrics
+from coordinator.async_barrier import AsyncBarrier, read_reply
+from coordinator.async_metrics import Buffered, Since, VersionMetrics, version_line
 from coordinator.async_settings import AsyncSettings, plan
 from coordinator.async_state import AsyncCheckpoint, Outstanding, load_state, load_tasks, save_state, save_tasks
 from coordinator.barrier import Verdict
@@ -35,36 +35,16 @@ from coordinator.presence import announce
 from coordinator.rounds import MAX_REASON
 from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
+from coordinator.staleness import scaled, step_toward
 from coordinator.strategies import build_strategy
 from coordinator.strategy import Strategy
-from protocol.errors import BrokerError, DecodeError, PublishRejected, TrainingFailed, Unroutable
-from protocol.messages import ErrorReply, Reply, TrainTask, Weights, decode_message, encode_message
+from protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
+from protocol.messages import ErrorReply, Reply, TrainTask, Weights, encode_message
 from protocol.presence import JobState
 from worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
 RETRY_S = 5.0  # a worker whose task could not be published is tried again after this long
-
-
-@dataclass
-class _Buffered:
-    delivery: Delivery  # unacknowledged until the aggregation that uses it is checkpointed
-    task: Outstanding
-    staleness: int
-    num_examples: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class _Since:
-    """What happened since the previous version, for its JSON line."""
-
-    started: float = field(default_factory=time.monotonic)
-    dropped: int = 0
-    rejected: int = 0
-    dead_lettered: int = 0
-    timed_out: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
 
 
 class AsyncJob:
@@ -90,13 +70,13 @@ class AsyncJob:
         self.updates = 0
         self._tasks: dict[str, Outstanding] = {}  # sent, not answered
         self._inherited: set[str] = set()  # recorded by an earlier incarnation (--resume)
-        self._buffer: list[_Buffered] = []
+        self._buffer: list[Buffered] = []
         self._applied: set[str] = set()  # the last aggregation's task ids
         self._last_sent: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
         self._seconds_before = 0.0
         self._epoch = time.monotonic()
-        self._since = _Since()
+        self._since = Since()
         self._barrier = AsyncBarrier(settings.job, self._tasks, lambda: self.version, options.max_staleness,
                                      self._seen)
 
@@ -120,7 +100,7 @@ class AsyncJob:
         self._wait_for_workers()
         self._announce(JobState.RUNNING)
         self._epoch = time.monotonic() - self._seconds_before
-        self._since = _Since()
+        self._since = Since()
         self.strategy.begin_round(self.weights)
         while not self.plan.done(self.version, self.updates):
             self._dispatch()
@@ -245,21 +225,9 @@ class AsyncJob:
 
     def _message(self, delivery: Delivery) -> Reply | ErrorReply | None:
         """The delivery's reply, or None after dead-lettering what no honest worker sends."""
-        if self.settings.verify_senders and delivery.user_id != delivery.source:
-            self._dead_letter(delivery, f"a reply on worker {delivery.source!r}'s queue from user {delivery.user_id!r}")
-            return None
-        try:
-            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
-        except DecodeError as e:
-            self._dead_letter(delivery, f"undecodable reply: {e}")
-            return None
-        except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
-            log.exception("the decoder failed on a reply from %s", delivery.source)
-            self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
-            return None
-        if not isinstance(message, (Reply, ErrorReply)):
-            self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
-            return None
+        message, refusal = read_reply(delivery, verify_senders=self.settings.verify_senders)
+        if message is None:
+            self._dead_letter(delivery, refusal)
         return message
 
     def _use(self, delivery: Delivery, message: Reply | ErrorReply) -> None:
@@ -278,9 +246,9 @@ class AsyncJob:
             self._dead_letter(delivery, f"rejected update: {unusable}")
             return
         staleness = self.version - task.base
-        self.strategy.accumulate(_scaled(message, self.options.staleness.weight(staleness)))
+        self.strategy.accumulate(scaled(message, self.options.staleness.weight(staleness)))
         delivery.parts = []  # only its tag is needed now; the update was folded in (or kept by the strategy)
-        self._buffer.append(_Buffered(delivery, task, staleness, message.num_examples, message.metrics))
+        self._buffer.append(Buffered(delivery, task, staleness, message.num_examples, message.metrics))
         if len(self._buffer) >= self.plan.buffer:
             self._aggregate()
 
@@ -293,7 +261,7 @@ class AsyncJob:
     # Aggregating.
     def _aggregate(self) -> None:
         s = self.settings
-        new = _step(self.weights, self.strategy.end_round([]), self.options.step)
+        new = step_toward(self.weights, self.strategy.end_round([]), self.options.step)
         buffer, self._buffer = self._buffer, []
         self.version += 1
         self.updates += len(buffer)
@@ -313,7 +281,7 @@ class AsyncJob:
         for b in buffer:  # only now: the checkpoint that includes them is durable
             self.broker.ack(b.delivery)
         self.strategy.begin_round(new)
-        self._since = _Since()
+        self._since = Since()
         self._announce(JobState.RUNNING)
         if self.on_version:
             self.on_version(line)
@@ -324,36 +292,13 @@ class AsyncJob:
             return Evaluation(None, None, 0.0)
         return self.evaluator.evaluate(self.version, weights)
 
-    def _line(self, buffer: Sequence[_Buffered], wall_s: float, evaluation: Evaluation) -> VersionMetrics:
-        since, stalenesses = self._since, [b.staleness for b in buffer]
+    def _line(self, buffer: Sequence[Buffered], wall_s: float, evaluation: Evaluation) -> VersionMetrics:
         stale, self._barrier.stale = self._barrier.stale, 0
-        return VersionMetrics(
-            job=self.settings.job, round=self.version, wall_s=wall_s,
-            worker_train_s=max((b.metrics.get("train_seconds", 0.0) for b in buffer), default=0.0),
-            replies=len(buffer), failed=len(since.failures), dropped=since.dropped,
-            train_loss=weighted_mean([(b.metrics["train_loss"], b.num_examples)
-                                      for b in buffer if "train_loss" in b.metrics]),
-            eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
-            failures=dict(since.failures), rejected=since.rejected, dead_lettered=since.dead_lettered,
-            asked=[b.task.worker for b in buffer], strategy=dict(self.strategy.metrics()),
-            version=self.version, seconds=time.monotonic() - self._epoch, updates=self.updates,
-            staleness_mean=sum(stalenesses) / len(stalenesses), staleness_max=max(stalenesses),
-            stale=stale, timed_out=since.timed_out)
+        return version_line(job=self.settings.job, version=self.version, updates=self.updates, buffer=buffer,
+                            since=self._since, wall_s=wall_s, seconds=time.monotonic() - self._epoch,
+                            evaluation=evaluation, stale=stale, strategy=self.strategy.metrics())
 
     def _announce(self, state: JobState) -> None:
         s = self.settings
         announce(self.broker, s.job, s.task, self.version, self.plan.length, state)
 
-
-def _scaled(reply: Reply, weight: float) -> Reply:
-    """The reply with its floating entries times `weight` (counters such as BatchNorm's stay)."""
-    if weight == 1.0:
-        return reply
-    return replace(reply, update={k: v * weight if v.is_floating_point() else v for k, v in reply.update.items()})
-
-
-def _step(old: Weights, aggregate: Weights, step: float) -> Weights:
-    """old + step * (aggregate - old) on floating entries; the aggregate elsewhere."""
-    if step == 1.0:
-        return aggregate
-    return {k: old[k] + (t - old[k]) * step if t.is_floating_point() else t for k, t in aggregate.items()}

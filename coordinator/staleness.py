@@ -8,13 +8,16 @@ Optimization", section 5.2; Nguyen et al. 2022, FedBuff, use the polynomial form
 - polynomial:A:   w(s) = (1 + s) ** -A            (A > 0; the default A = 0.5 is 1/sqrt(1+s))
 - hinge:A,B:      w(s) = 1 if s <= B else 1 / (A (s - B) + 1)   (A > 0, B >= 0)
 
-Pure functions of s, parsed once from `--staleness`.
+Pure functions of s, parsed once from `--staleness`; `scaled` applies a weight to an update and
+`step_toward` takes the server's step toward an aggregate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
+
+from protocol.messages import Reply, Weights
 
 
 class StalenessKind(Enum):
@@ -83,3 +86,17 @@ def parse_staleness(text: str) -> Staleness:
     if kind is StalenessKind.HINGE:
         return Staleness(kind=kind, a=numbers[0], b=numbers[1])
     return Staleness(kind=kind, a=numbers[0]) if numbers else Staleness(kind=kind)
+
+
+def scaled(reply: Reply, weight: float) -> Reply:
+    """The reply with its floating entries times `weight` (counters such as BatchNorm's stay)."""
+    if weight == 1.0:
+        return reply
+    return replace(reply, update={k: v * weight if v.is_floating_point() else v for k, v in reply.update.items()})
+
+
+def step_toward(old: Weights, aggregate: Weights, step: float) -> Weights:
+    """old + step * (aggregate - old) on floating entries; the aggregate elsewhere."""
+    if step == 1.0:
+        return aggregate
+    return {k: old[k] + (t - old[k]) * step if t.is_floating_point() else t for k, t in aggregate.items()}

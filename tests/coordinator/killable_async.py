@@ -22,7 +22,7 @@ import coordinator.metrics as metrics_module
 from coordinator.cli import main
 
 HOOKS: dict[str, tuple[Any, str]] = {
-    "tasks": (async_job, "save_tasks"), "accepted": (async_job, "_scaled"),
+    "tasks": (async_job, "save_tasks"), "accepted": (async_job, "scaled"),
     "line": (metrics_module.MetricsLog, "write"), "state": (async_job, "save_state"),
     "acked": (async_job.AsyncJob, "_announce"),
 }

@@ -132,7 +132,7 @@ POINTS = {
     # version 3's line written, its checkpoint not
     "line": lambda: _after(metrics_module.MetricsLog, "write", lambda _self, m: m.round == 3),
     # one update of version 4 buffered (unacknowledged), the aggregation not reached
-    "buffered": lambda: _after(async_job, "_scaled", _nth(7)),
+    "buffered": lambda: _after(async_job, "scaled", _nth(7)),
 }
 
 

@@ -27,8 +27,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -46,6 +44,7 @@ from broker.base import Broker
 from broker.rabbitmq import RabbitBroker
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from coordinator import processes
 from coordinator.job import TrainingJob
 from coordinator.settings import TrainSettings
 from coordinator.strategies import build_strategy
@@ -58,9 +57,9 @@ ATTACKS = ("signflip", "gaussian", "labelflip", "alie")
 FS = (1, 3)  # attackers per attacked setting; f=0 runs once, with no attack
 STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 ATTACKER_SHARDS = (5, 6, 8)  # see the module docstring
-CONFIG = TrainConfig(lr=0.1, epochs=1, batch_size=32, seed=0)
-GRACE_S = 30.0
+LR, EPOCHS = 0.1, 1  # the digits task's learning rate and fedmq train's default epochs
 TARGET_POINTS = 3.0
+TABLE_WIDTH = 150  # the table's ten columns, also when printed to a log file
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
@@ -79,10 +78,30 @@ class Setting:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Arm:
+    """One row of the table: a strategy, its options (None: told the setting's f), which workers train."""
+
+    strategy: str
+    options: dict[str, str] | None = None
+    honest_only: bool = False  # the reference: FedAvg over the n - f honest workers, attackers left out
+
+    @property
+    def label(self) -> str:
+        given = " ".join(f"{k}={v}" for k, v in (self.options or {}).items())
+        return "fedavg over honest workers only" if self.honest_only else f"{self.strategy} {given}".strip()
+
+    def options_for(self, f: int) -> dict[str, str]:
+        return dict(self.options) if self.options is not None else strategy_options(self.strategy, f)
+
+
+ARMS = tuple(Arm(strategy=s) for s in STRATEGIES) + (Arm(strategy="fedavg", honest_only=True),)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Result:
     attack: str
     f: int
-    strategy: str
+    strategy: str  # the arm's label
     options: dict[str, str] = field(default_factory=dict)
     accuracy: float | None = None  # the test accuracy after the last round; None: n/a or failed
     rounds: int = 0  # rounds completed
@@ -115,9 +134,9 @@ def not_applicable(strategy: str, options: dict[str, str], n: int = WORKERS) -> 
     return None
 
 
-def run_setting(url: str, setting: Setting, *, run_id: str, rounds: int, out: Path,
-                strategies: Sequence[str] = STRATEGIES, console: Console | None = None) -> list[Result]:
-    """Start the ten workers for `setting`, train every strategy against them, stop them."""
+def run_setting(url: str, setting: Setting, *, run_id: str, config: TrainConfig, rounds: int, out: Path,
+                arms: Sequence[Arm] = ARMS, console: Console | None = None) -> list[Result]:
+    """Start the ten workers for `setting`, train every arm against them as its own job, stop them."""
     topology = Topology(f"robust-{run_id}-{setting.name}")
     names = [f"w{i}" for i in range(WORKERS)]
     results: list[Result] = []
@@ -125,16 +144,17 @@ def run_setting(url: str, setting: Setting, *, run_id: str, rounds: int, out: Pa
     with worker_processes(url, topology, setting, names, out / "logs"), \
             RabbitBroker(BrokerSettings(url, topology)) as broker:
         try:
-            for strategy in strategies:
-                options = strategy_options(strategy, setting.f)
-                reason = not_applicable(strategy, options)
+            for number, arm in enumerate(arms):
+                options = arm.options_for(setting.f)
+                reason = not_applicable(arm.strategy, options)
                 if reason is not None:
-                    results.append(Result(attack=setting.attack, f=setting.f, strategy=strategy,
+                    results.append(Result(attack=setting.attack, f=setting.f, strategy=arm.label,
                                           options=options, note=f"n/a: {reason}"))
                     continue
-                job = f"{setting.name}-{strategy}"
+                job = f"{setting.name}-{number}-{arm.strategy}"
                 jobs.append(job)
-                results.append(_train(broker, setting, strategy, options, job, names, rounds, out))
+                trained = [n for i, n in enumerate(names) if not (arm.honest_only and i in setting.attackers)]
+                results.append(_train(broker, setting, arm, options, job, trained, config, rounds, out))
                 if console is not None:
                     console.print(_line(results[-1]))
         finally:
@@ -142,11 +162,11 @@ def run_setting(url: str, setting: Setting, *, run_id: str, rounds: int, out: Pa
     return results
 
 
-def _train(broker: Broker, setting: Setting, strategy: str, options: dict[str, str], job: str,
-           names: Sequence[str], rounds: int, out: Path) -> Result:
+def _train(broker: Broker, setting: Setting, arm: Arm, options: dict[str, str], job: str,
+           names: Sequence[str], config: TrainConfig, rounds: int, out: Path) -> Result:
     accuracies: list[float | None] = []
-    train = TrainSettings(task="digits", workers=tuple(names), rounds=rounds, config=CONFIG, job=job,
-                          strategy=strategy, strategy_options=tuple(options.items()),
+    train = TrainSettings(task="digits", workers=tuple(names), rounds=rounds, config=config, job=job,
+                          strategy=arm.strategy, strategy_options=tuple(options.items()),
                           round_timeout_s=120.0, wait_for_workers_s=180.0,
                           metrics_out=out / "rounds" / f"{job}.jsonl")
     started = time.perf_counter()
@@ -155,7 +175,7 @@ def _train(broker: Broker, setting: Setting, strategy: str, options: dict[str, s
         TrainingJob(broker, train, on_round=lambda m: accuracies.append(m.eval_accuracy)).run()
     except FedmqError as e:  # a strategy's failure is its cell's result, not the benchmark's end
         note = f"failed: {e}"
-    return Result(attack=setting.attack, f=setting.f, strategy=strategy, options=options,
+    return Result(attack=setting.attack, f=setting.f, strategy=arm.label, options=options,
                   accuracy=accuracies[-1] if accuracies and not note else None, rounds=len(accuracies),
                   note=note, seconds=round(time.perf_counter() - started, 1))
 
@@ -166,32 +186,16 @@ def worker_processes(url: str, topology: Topology, setting: Setting, names: Sequ
     """One `fedmq worker` per name on shard i/n (label skew); the attackers run the attack's module."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **{ATTACKERS_ENV: ",".join(map(str, setting.attackers))})
-    processes = []
-    for index, name in enumerate(names):
-        task = f"benchmarks.attackers.{setting.attack}" if index in setting.attackers else "digits"
-        command = [sys.executable, "-m", "coordinator.cli", "worker", "--id", name, "--task", task,
-                   "--shard", f"{index}/{len(names)}", "--partition", "label", "--broker", url,
-                   "--prefix", topology.prefix, "--threads", "1", "--log-level", "warning"]
-        with open(log_dir / f"{setting.name}-{name}.log", "w") as log:
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+    started = []
     try:
+        for index, name in enumerate(names):
+            task = f"benchmarks.attackers.{setting.attack}" if index in setting.attackers else "digits"
+            args = processes.worker_args(name, task, index, len(names), "--partition", "label", "--broker", url,
+                                         "--prefix", topology.prefix, "--threads", "1", "--log-level", "warning")
+            started.append(processes.start(args, log=log_dir / f"{setting.name}-{name}.log", env=env))
         yield
     finally:
-        stop(processes)
-
-
-def stop(processes: Sequence[subprocess.Popen[bytes]], grace_s: float = GRACE_S) -> None:
-    """SIGTERM each process, wait; SIGKILL whatever outlives the grace period."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(started)  # SIGTERM, then SIGKILL after the grace period
 
 
 def delete_topology(url: str, topology: Topology, workers: Sequence[str], jobs: Sequence[str]) -> None:
@@ -210,14 +214,17 @@ def delete_topology(url: str, topology: Topology, workers: Sequence[str], jobs: 
         connection.close()
 
 
-def run_all(url: str, *, rounds: int = ROUNDS, out: Path = Path("runs/robust"),
-            chosen: Sequence[Setting] | None = None, console: Console | None = None) -> list[Result]:
+def run_all(url: str, *, rounds: int = ROUNDS, epochs: int = EPOCHS, out: Path = Path("runs/robust"),
+            chosen: Sequence[Setting] | None = None, arms: Sequence[Arm] = ARMS,
+            console: Console | None = None) -> list[Result]:
     out.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
+    config = TrainConfig(lr=LR, epochs=epochs, batch_size=32, seed=0)
     results: list[Result] = []
     with open(out / "robust.jsonl", "w") as lines:
         for setting in chosen if chosen is not None else settings():
-            for result in run_setting(url, setting, run_id=run_id, rounds=rounds, out=out, console=console):
+            for result in run_setting(url, setting, run_id=run_id, config=config, rounds=rounds, out=out,
+                                      arms=arms, console=console):
                 results.append(result)
                 lines.write(json.dumps(asdict(result)) + "\n")
                 lines.flush()
@@ -240,7 +247,8 @@ def result_table(results: Sequence[Result]) -> Table:
 def target_row(results: Sequence[Result]) -> Row:
     """Best robust accuracy under f=3 sign-flip minus f=0 FedAvg's, in points."""
     baseline = next((r.accuracy for r in results if r.f == 0 and r.strategy == "fedavg"), None)
-    attacked = [r for r in results if (r.attack, r.f) == ("signflip", 3) and r.strategy != "fedavg"
+    shipped = {arm.label for arm in ARMS if not arm.honest_only} - {"fedavg"}
+    attacked = [r for r in results if (r.attack, r.f) == ("signflip", 3) and r.strategy in shipped
                 and r.accuracy is not None]
     if baseline is None or not attacked:
         return Row("robust: f=3 sign-flip vs f=0 FedAvg", float("nan"), "points", f">= -{TARGET_POINTS:g}",
@@ -254,7 +262,7 @@ def target_row(results: Sequence[Result]) -> Row:
 def run(url: str) -> list[Row]:
     """The full benchmark for `python -m benchmarks`: prints the accuracy table, returns the target row."""
     quiet_pika()
-    console = Console()
+    console = Console(width=max(Console().width, TABLE_WIDTH))
     results = run_all(url, console=console)
     console.print(result_table(results))
     return [target_row(results)]
@@ -279,6 +287,15 @@ def _line(result: Result) -> str:
             f"after {result.rounds} rounds, {result.seconds:.0f} s {result.note}")
 
 
+def _extra(text: str) -> Arm:
+    """`STRATEGY:KEY=VALUE,KEY=VALUE` as a table row with those options, whatever the setting's f."""
+    strategy, _, given = text.partition(":")
+    pairs = [pair.partition("=") for pair in given.split(",") if pair]
+    if not strategy or any(not sep or not key for key, sep, _ in pairs):
+        raise ValueError(f"--extra takes STRATEGY:KEY=VALUE[,KEY=VALUE], got {text!r}")
+    return Arm(strategy=strategy, options={key: value for key, _, value in pairs})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.robust", description=__doc__.split("\n")[0])
     parser.add_argument("--broker", default=DEFAULT_BROKER)
@@ -287,6 +304,9 @@ def main() -> None:
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset of "
                         f"{', '.join(ATTACKS)}")
     parser.add_argument("--f", default=",".join(map(str, FS)), help="attacker counts besides f=0 (max 3)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="local epochs per round")
+    parser.add_argument("--extra", action="append", default=[], metavar="STRATEGY:KEY=VALUE[,KEY=VALUE]",
+                        help="another row with fixed options, e.g. fedtrimmedavg:beta=0.4 (repeatable)")
     args = parser.parse_args()
     attacks = [a for a in args.attacks.split(",") if a]
     unknown = set(attacks) - set(ATTACKS)
@@ -295,8 +315,13 @@ def main() -> None:
         parser.error(f"attacks are {', '.join(ATTACKS)}; f is between 1 and {len(ATTACKER_SHARDS)}")
     logging.basicConfig(level=logging.WARNING)
     quiet_pika()
-    console = Console()
-    results = run_all(args.broker, rounds=args.rounds, out=args.out, chosen=settings(attacks, fs), console=console)
+    console = Console(width=max(Console().width, TABLE_WIDTH))
+    try:
+        extras = tuple(_extra(text) for text in args.extra)
+    except ValueError as e:
+        parser.error(str(e))
+    results = run_all(args.broker, rounds=args.rounds, epochs=args.epochs, out=args.out,
+                      chosen=settings(attacks, fs), arms=ARMS + extras, console=console)
     console.print(result_table(results))
     row = target_row(results)
     console.print(f"{row.benchmark}: {row.measured:+.1f} {row.unit} (target {row.target}; "

@@ -166,3 +166,34 @@ def test_a_coordinator_killed_anywhere_applies_each_update_exactly_once_after_re
     assert [line["round"] for line in lines] == list(range(1, VERSIONS + 1))
     assert lines[-1]["updates"] == K * VERSIONS
     _assert_exactly_once(_applied(weights), tagged_task.produced(tags), VERSIONS)
+
+
+@pytest.mark.parametrize(("strategy", "options"), [("fedmedian", ()), ("fedavgm", (("momentum", "0.5"),))])
+def test_strategies_aggregate_the_buffer(strategy: str, options: tuple[tuple[str, str], ...], tmp_path: Path) -> None:
+    # Given toy workers and a robust or server-optimizer strategy
+    settings = replace(_settings(tmp_path, "toy", rounds=3), strategy=strategy, strategy_options=options,
+                       config=TrainConfig(lr=0.1, batch_size=2, seed=3))
+    hub = MemoryHub()
+    task = load_task("toy")
+    # When an async run aggregates buffers of 3 with it
+    with LocalWorkers(hub, task, WORKERS), MemoryBroker(hub) as broker:
+        weights = AsyncJob(broker, settings, AsyncSettings(buffer=3), task=task).run()
+    # Then it makes its versions, and the model moved and stayed finite
+    assert settings.metrics_out is not None
+    assert [line["version"] for line in read_metrics(settings.metrics_out)] == [1, 2, 3]
+    assert all(bool(torch.isfinite(t).all()) for t in weights.values())
+
+
+def test_max_staleness_zero_applies_only_fresh_updates(tmp_path: Path) -> None:
+    # Given FedAsync-style K=1 with three tasks out and --max-staleness 0
+    settings = _settings(tmp_path, "toy", rounds=4)
+    hub = MemoryHub()
+    task = load_task("toy")
+    # When it runs 4 versions
+    with LocalWorkers(hub, task, WORKERS), MemoryBroker(hub) as broker:
+        AsyncJob(broker, settings, AsyncSettings(buffer=1, max_staleness=0), task=task).run()
+    # Then no applied update was stale, and every drop was a stale one
+    assert settings.metrics_out is not None
+    lines = read_metrics(settings.metrics_out)
+    assert all(line["staleness_max"] == 0 for line in lines)
+    assert sum(_number(line["stale"]) for line in lines) == sum(_number(line["dropped"]) for line in lines)

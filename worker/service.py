@@ -87,17 +87,30 @@ class WorkerService:
 
     def serve(self, stop: threading.Event) -> None:
         """Handle tasks until `stop` is set; the task in hand finishes (replied, acked) first."""
-        self._broker.declare_worker(self.worker_id)
-        self._broker.consume_tasks(self.worker_id)
+        self.open()
         while not stop.is_set():
-            self._heartbeat.tick()  # `fedmq status` sees the worker online, with what it answered
+            self.tick()
             delivery = self._broker.receive(timeout=self._settings.poll_s)
             if delivery is not None:
-                try:
-                    self.handle(delivery)
-                except PublishRejected as e:  # a refused publish is this message's failure only
-                    self._reject(delivery, _clip(f"the broker refused a publish for it: {e}"))
-            self.remote.expire()
+                self.take(delivery)
+
+    # serve's steps, also driven by worker.host's dispatcher for many services on one connection.
+    def open(self) -> None:
+        """Declare this worker's task queue and start consuming it."""
+        self._broker.declare_worker(self.worker_id)
+        self._broker.consume_tasks(self.worker_id)
+
+    def tick(self) -> None:
+        """Periodic upkeep: a heartbeat when due (`fedmq status`), expired remote clients freed."""
+        self._heartbeat.tick()
+        self.remote.expire()
+
+    def take(self, delivery: Delivery) -> None:
+        """handle(), with a publish the broker refused made this message's failure only."""
+        try:
+            self.handle(delivery)
+        except PublishRejected as e:
+            self._reject(delivery, _clip(f"the broker refused a publish for it: {e}"))
 
     def handle(self, delivery: Delivery) -> None:
         """Run one delivered task to its end: replied and acked, or dead-lettered."""

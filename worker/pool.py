@@ -10,6 +10,7 @@ from types import TracebackType
 from broker.base import Broker
 from broker.memory import MemoryBroker, MemoryHub
 from protocol.errors import BrokerError
+from worker.host import dispatch
 from worker.service import WorkerService
 from worker.settings import ShardSpec, WorkerSettings
 from worker.task import Task
@@ -18,19 +19,32 @@ log = logging.getLogger("fedmq.worker")
 
 
 class LocalWorkers:
-    """Start one WorkerService thread per name, each holding shard i/n of `task`; stop on exit."""
+    """Serve one WorkerService per name, each holding shard i/n of `task`; stop on exit.
 
-    def __init__(self, hub: MemoryHub, task: Task, names: Sequence[str], *, partition: str = "iid") -> None:
+    The workers share `dispatchers` memory-broker connections (default one), each driven by one
+    thread (worker.host.dispatch): a message wakes only the thread whose connection consumes
+    its queue, and training runs one task at a time per dispatcher instead of N threads
+    contending for the GIL. More dispatchers let a worker that blocks (a test's hung `train`)
+    leave the others serving.
+    """
+
+    def __init__(self, hub: MemoryHub, task: Task, names: Sequence[str], *, partition: str = "iid",
+                 dispatchers: int = 1) -> None:
+        if dispatchers < 1:
+            raise ValueError(f"dispatchers must be at least 1, got {dispatchers}")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._brokers: list[MemoryBroker] = []
+        groups: list[list[WorkerService]] = [[] for _ in range(min(dispatchers, max(len(names), 1)))]
+        self._brokers = [MemoryBroker(hub) for _ in groups]
         for index, name in enumerate(names):
-            broker = MemoryBroker(hub)
+            broker = self._brokers[index % len(groups)]
             broker.declare_worker(name)  # now, so the coordinator's first task is routable
             shard = ShardSpec(index, len(names), partition)
             service = WorkerService(broker, WorkerSettings(name, task.name, shard), task=task)
-            self._brokers.append(broker)
-            self._threads.append(threading.Thread(target=service.serve, args=(self._stop,), name=name, daemon=True))
+            groups[index % len(groups)].append(service)
+        for broker, services in zip(self._brokers, groups, strict=True):
+            thread = threading.Thread(target=dispatch, args=(broker, services, self._stop), daemon=True)
+            self._threads.append(thread)
 
     def __enter__(self) -> LocalWorkers:
         for thread in self._threads:

@@ -45,12 +45,19 @@ class _Queue:
 
 
 class MemoryHub:
-    """The server side: named queues guarded by one condition variable."""
+    """The server side: named queues guarded by one lock.
+
+    `changed` (on that lock) wakes those waiting for dead letters and heartbeats. A queue's new
+    message wakes only the connections consuming that queue, each waiting on a condition of its
+    own (on the same lock): with many in-process workers a message no longer wakes them all.
+    """
 
     def __init__(self, topology: Topology | None = None, max_deliveries: int = 5) -> None:
         self.topology = topology or Topology()
         self.max_deliveries = max_deliveries
-        self.changed = threading.Condition()
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.consumers: dict[str, set[threading.Condition]] = {}  # queue -> its consumers' wake-ups
         self.queues: dict[str, _Queue] = {}
         self.dead_letters: deque[DeadLetter] = deque()
         self.dead_letter_bytes = 0
@@ -79,7 +86,13 @@ class MemoryHub:
                 raise PublishRejected(f"the broker refused a message for {what} (its queue is full)")
             expires_at = None if expires_in_s is None else time.monotonic() + expires_in_s
             queue.messages.append(_Message(bytes(body), queue.source, False, user_id, expires_at))
-            self.changed.notify_all()
+            self.wake(name)
+
+    def wake(self, name: str) -> None:
+        """Wake the connections consuming queue `name` (and `changed`'s waiters); hold the lock."""
+        for consumer in self.consumers.get(name, ()):
+            consumer.notify_all()  # one thread per connection waits on it (a Broker is single-threaded)
+        self.changed.notify_all()
 
     def drop_expired(self, queue: _Queue) -> None:
         """Dead-letter expired messages at the head of `queue`, as RabbitMQ does."""
@@ -93,7 +106,7 @@ class MemoryHub:
             if name in self.queues:
                 message.redelivered = True
                 self.queues[name].messages.appendleft(message)
-                self.changed.notify_all()
+                self.wake(name)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         """Keep `letter`, dropping the oldest letters past the topology's bounds (drop-head)."""
@@ -124,6 +137,8 @@ class MemoryBroker(Broker):
         self._consumed: dict[str, int] = {}  # queue -> max unacknowledged (0: unlimited)
         self._unacked: dict[int, tuple[str, _Message]] = {}
         self._tags = itertools.count(1)
+        self._wake = threading.Condition(hub.lock)  # notified when a consumed queue gets a message
+        self._turn = 0  # where the next receive starts looking: consumed queues take turns
         self._closed = False
         self._presence: deque[bytes] | None = None  # heartbeats, once watch_presence is called
 
@@ -151,16 +166,21 @@ class MemoryBroker(Broker):
                       self._user)
 
     def consume_tasks(self, worker: str) -> None:
-        self._consumed[self._topology.task_queue(worker)] = 1
+        self._consume(self._topology.task_queue(worker), 1)
 
     def consume_replies(self, job: str, workers: Sequence[str]) -> None:
         for worker in workers:
-            self._consumed[self._topology.reply_queue(job, worker)] = 0
+            self._consume(self._topology.reply_queue(job, worker), 0)
+
+    def _consume(self, name: str, limit: int) -> None:
+        with self._hub.lock:
+            self._consumed[name] = limit
+            self._hub.consumers.setdefault(name, set()).add(self._wake)
 
     def receive(self, timeout: float) -> Delivery | None:
         self._check_open()
         deadline = time.monotonic() + timeout
-        with self._hub.changed:
+        with self._hub.lock:
             while True:
                 taken = self._take_ready()
                 if taken is not None:
@@ -168,10 +188,13 @@ class MemoryBroker(Broker):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self._hub.changed.wait(remaining)
+                self._wake.wait(remaining)
 
     def _take_ready(self) -> Delivery | None:
-        for name, limit in self._consumed.items():
+        names = list(self._consumed.items())
+        # Round robin, as RabbitMQ serves its consumers: a busy queue cannot starve the others.
+        self._turn = (self._turn + 1) % max(len(names), 1)
+        for name, limit in names[self._turn:] + names[:self._turn]:
             queue = self._hub.queues.get(name)
             if queue is not None:
                 self._hub.drop_expired(queue)
@@ -193,6 +216,7 @@ class MemoryBroker(Broker):
     def ack(self, delivery: Delivery) -> None:
         with self._hub.changed:
             self._unacked.pop(delivery.tag, None)  # type: ignore[call-overload]
+            self._wake.notify()  # a receive on another thread may wait for this queue's next task
             self._hub.changed.notify_all()
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -240,6 +264,8 @@ class MemoryBroker(Broker):
         self._closed = True
         with self._hub.changed:  # like an exclusive queue: a closed watcher's inbox goes away
             self._hub.presence_watchers = [w for w in self._hub.presence_watchers if w is not self._presence]
+            for consumers in self._hub.consumers.values():
+                consumers.discard(self._wake)
         for name, message in self._unacked.values():
             self._hub.requeue(name, message)
         self._unacked.clear()

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from protocol.errors import BrokerError
+
 T = TypeVar("T")
 Body = bytes | memoryview
 
@@ -81,6 +83,19 @@ class Broker(ABC):
 
         With `expires_in_s`, a task still queued (or requeued) after that long is dead-lettered
         as expired instead of being run: its round is over.
+        """
+
+    @abstractmethod
+    def publish_shared_task(self, workers: Sequence[str], body: Body,
+                            expires_in_s: float | None = None) -> dict[str, BrokerError]:
+        """Send one task body to several workers' queues, published once and its bytes stored
+        once by the broker (the global model of a round: N workers cost one model, not N).
+
+        Each addressed worker gets its own durable copy in its own queue, confirmed before
+        this returns, expiring after `expires_in_s` as publish_task's do, and redelivered
+        only to that worker. The result maps each worker that did not get it to why:
+        Unroutable (no task queue) or PublishRejected (refused); an empty map when all did.
+        The body must tell each worker its own part (protocol.messages.SharedTask).
         """
 
     @abstractmethod

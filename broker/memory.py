@@ -141,6 +141,7 @@ class MemoryBroker(Broker):
         self._turn = 0  # where the next receive starts looking: consumed queues take turns
         self._closed = False
         self._presence: deque[bytes] | None = None  # heartbeats, once watch_presence is called
+        self.bytes_published = 0  # bodies published on this connection, a shared one once (benchmarks)
 
     def declare_worker(self, worker: str) -> None:
         self._hub.declare(self._topology.task_queue(worker), worker)
@@ -159,6 +160,21 @@ class MemoryBroker(Broker):
     def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
         self._check_open()
         self._hub.put(self._topology.task_queue(worker), body, f"worker {worker!r}", self._user, expires_in_s)
+        self.bytes_published += len(body)
+
+    def publish_shared_task(self, workers: Sequence[str], body: Body,
+                            expires_in_s: float | None = None) -> dict[str, BrokerError]:
+        self._check_open()
+        data = bytes(body)  # one copy, held by every queue it goes to (RabbitMQ stores it once too)
+        self.bytes_published += len(data)
+        failed: dict[str, BrokerError] = {}
+        for worker in dict.fromkeys(workers):
+            try:
+                self._hub.put(self._topology.task_queue(worker), data, f"worker {worker!r}", self._user,
+                              expires_in_s)
+            except (Unroutable, PublishRejected) as e:
+                failed[worker] = e
+        return failed
 
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
         self._check_open()

@@ -33,6 +33,7 @@ class Outbox:
         self._user = user  # every publish carries it as user_id
         self._dead_letters_writable = True  # until the dead-letter exchange refuses this user
         self.closed = False  # set by the broker's close: nothing is settled after it
+        self.bytes_published = 0  # message bodies this connection's publishes carried (benchmarks)
 
     def publish(
         self, exchange: str, key: str, body: Body, headers: Mapping[str, object], what: str,
@@ -52,6 +53,7 @@ class Outbox:
                 data = frame.body if isinstance(frame.body, bytes) else bytes(frame.body)
                 try:
                     channel.basic_publish(exchange, key, data, properties, mandatory=True)
+                    self.bytes_published += len(data)
                 except px.UnroutableError as e:
                     raise Unroutable(f"no queue for {what}: is it running?") from e
                 except px.NackError as e:  # a full queue with x-overflow reject-publish, ...

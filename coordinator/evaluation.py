@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from broker.base import Broker
 from coordinator.aggregation import weighted_mean
-from coordinator.proxy import RemoteWorker
+from coordinator.proxy import send_shared
 from coordinator.rounds import Collected, ReplyCollector
 from coordinator.settings import TrainSettings
-from protocol.errors import PublishRejected, Unroutable
 from protocol.messages import Reply, Weights
 from worker.task import Task
 
@@ -45,13 +44,11 @@ class Evaluator:
         return Evaluation(loss, accuracy, time.perf_counter() - started)
 
     def _federated(self, round_: int, weights: Weights) -> tuple[float | None, float | None]:
-        asked: dict[str, str] = {}
-        for name in self._settings.workers:
-            try:
-                worker = RemoteWorker(self._broker, name)
-                asked[worker.evaluate(self._settings.job, round_, weights, self._settings.round_timeout_s)] = name
-            except (Unroutable, PublishRejected):
-                continue  # evaluation is best effort: training already succeeded
+        # Evaluation is best effort (training already succeeded): a worker that cannot get the
+        # model is left out.
+        sent = send_shared(self._broker, self._settings.job, round_, weights,
+                           dict.fromkeys(self._settings.workers), self._settings.round_timeout_s)
+        asked = sent.asked
         collector = ReplyCollector(self._broker, self._settings.job, round_, asked,
                                    verify_senders=self._settings.verify_senders)
         collected = collector.collect(time.monotonic() + self._settings.round_timeout_s, _keep)

@@ -21,16 +21,17 @@ from coordinator.aggregation import weighted_mean
 from coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from coordinator.evaluation import Evaluator
 from coordinator.metrics import MetricsLog, RoundMetrics
-from coordinator.proxy import RemoteWorker
+from coordinator.proxy import send_shared
 from coordinator.presence import announce
 from coordinator.rounds import Collected, ReplyCollector
 from coordinator.sampling import sample
-from coordinator.screening import update_error
+from coordinator.screening import streamed_update_error, update_error
 from coordinator.settings import TrainSettings
 from coordinator.strategies import build_strategy
 from coordinator.strategy import Failure, Strategy
-from protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
+from protocol.errors import BrokerError, PublishRejected, TrainingFailed
 from protocol.messages import Reply, Weights
+from protocol.stream import StreamedReply
 from protocol.presence import JobState
 from worker.task import Task, load_task
 
@@ -52,7 +53,6 @@ class TrainingJob:
         self.strategy = strategy or build_strategy(settings.strategy, dict(settings.strategy_options))
         check_replies(settings, self.strategy)
         self.on_round = on_round
-        self.workers = [RemoteWorker(broker, name) for name in settings.workers]
         self.evaluator = Evaluator(broker, self.task, settings)
         self._metrics = MetricsLog(settings.metrics_out) if settings.metrics_out else None
         self._completed = 0  # the last round completed, this run or before a --resume
@@ -119,7 +119,9 @@ class TrainingJob:
         sampled = sample(s.workers, s.asked_per_round, seed=s.config.seed, round_=round_)
         asked, failures = self._send_train(round_, weights, deadline, sampled)
         collector = ReplyCollector(self.broker, s.job, round_, asked, verify_senders=s.verify_senders)
-        collected = collector.collect(deadline, self._folder(weights))
+        # Linear strategies fold each update straight from its received parts (issue 10.5).
+        streamed = self._stream_folder(weights) if self.strategy.streams else None
+        collected = collector.collect(deadline, self._folder(weights), streamed)
         collected.failures[:0] = failures
         if len(collected.replies) < s.needed_replies:
             raise TrainingFailed(_shortfall(round_, s.needed_replies, collected))
@@ -145,23 +147,27 @@ class TrainingJob:
         c = self.settings.config
         base = {name: replace(c, seed=round_seed(c.seed, round_, name)) for name in sampled}
         configs = self.strategy.configure_train(round_, base)
-        asked: dict[str, str] = {}
-        failures: list[Failure] = []
-        for worker in self.workers:
-            if worker.name not in configs:
-                continue
-            try:
-                expires_in_s = max(deadline - time.monotonic(), 0.001)
-                asked[worker.train(self.settings.job, round_, weights, configs[worker.name], expires_in_s)] = worker.name
-            except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's
-                failures.append(Failure(worker.name, str(e)))
-        return asked, failures
+        # The model goes out once for all of them; a worker that cannot get it (no queue, a
+        # refusal) is that worker's failure, not the run's.
+        ordered = {name: configs[name] for name in self.settings.workers if name in configs}
+        sent = send_shared(self.broker, self.settings.job, round_, weights, ordered,
+                           max(deadline - time.monotonic(), 0.001))
+        return sent.asked, [Failure(worker, reason) for worker, reason in sent.failed.items()]
 
     def _folder(self, weights: Weights) -> Callable[[Reply], str | None]:
         def fold(reply: Reply) -> str | None:
             error = update_error(weights, reply.update, self.settings.max_update_norm)
             if error is None:
                 self.strategy.accumulate(reply)
+            return error
+        return fold
+
+    def _stream_folder(self, weights: Weights) -> Callable[[StreamedReply], str | None]:
+        def fold(reply: StreamedReply) -> str | None:
+            # Screened in full before any of it is folded: a rejected update never touches the sum.
+            error = streamed_update_error(weights, reply.update, self.settings.max_update_norm)
+            if error is None:
+                self.strategy.accumulate_streamed(reply)
             return error
         return fold
 

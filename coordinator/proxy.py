@@ -1,15 +1,60 @@
-"""The coordinator's handle on one remote worker: tasks go out through the broker."""
+"""The coordinator's handles on remote workers: tasks go out through the broker.
+
+`send_shared` sends one round's model to many workers in one publish (Broker.publish_shared_task):
+the coordinator encodes and publishes the model once, whatever the number of workers, and each
+worker finds its own task id and config in the message. RemoteWorker sends one worker its own
+copy (a worker that joins late, asynchronous training's single dispatches).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from broker.base import Broker
-from protocol.errors import Unroutable
-from protocol.messages import EvaluateTask, TrainConfig, TrainTask, Weights, encode_message
+from protocol.errors import BrokerError, Unroutable
+from protocol.messages import (
+    Assignment,
+    EvaluateTask,
+    SharedTask,
+    TrainConfig,
+    TrainTask,
+    Weights,
+    encode_message,
+)
 
 TaskFactory = Callable[[str], TrainTask | EvaluateTask]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sent:
+    """What send_shared did: task id -> worker for those that got it, why for those that did not."""
+
+    asked: dict[str, str]
+    failed: dict[str, str]
+
+
+def send_shared(broker: Broker, job: str, round_: int, weights: Weights,
+                configs: Mapping[str, TrainConfig | None], expires_in_s: float | None = None) -> Sent:
+    """Send `weights` once to every worker in `configs`: to train with its config, or to evaluate
+    (None). Each worker gets its own unguessable task id, so a stale or forged reply cannot match."""
+    assignments = {worker: Assignment(task_id=uuid.uuid4().hex, config=config)
+                   for worker, config in configs.items()}
+    if not assignments:
+        return Sent(asked={}, failed={})
+    shared = SharedTask(job=job, round=round_, share_id=uuid.uuid4().hex, weights=weights,
+                        assignments=assignments)
+    errors = broker.publish_shared_task(list(assignments), encode_message(shared), expires_in_s)
+    return Sent(asked={own.task_id: worker for worker, own in assignments.items() if worker not in errors},
+                failed={worker: _explain(worker, error) for worker, error in errors.items()})
+
+
+def _explain(worker: str, error: BrokerError) -> str:
+    if isinstance(error, Unroutable):
+        return (f"worker {worker!r} has no task queue: is `fedmq worker --id {worker}` running against "
+                f"this broker?")
+    return str(error)
 
 
 class RemoteWorker:
@@ -37,4 +82,3 @@ class RemoteWorker:
             raise Unroutable(f"worker {self.name!r} has no task queue: is `fedmq worker --id "
                              f"{self.name}` running against this broker?") from e
         return task_id
-

@@ -83,22 +83,65 @@ class ErrorReply:
 
 
 Task = TrainTask | EvaluateTask
+MAX_ASSIGNMENTS = 65536  # workers one shared task may address
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assignment:
+    """One worker's part of a SharedTask: its own task id and, to train, its own config."""
+
+    task_id: str
+    config: TrainConfig | None = None  # None: evaluate
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)  # tensors have no truth value to compare
+class SharedTask:
+    """One model sent to several workers in one broker message (Broker.publish_shared_task).
+
+    `share_id` names this copy of the model (unique per publish); `assignments` maps each
+    addressed worker to its own task. A worker reads only its own entry (`for_worker`): the
+    others are never decoded, so it cannot act on another worker's task id or config.
+    """
+
+    job: str
+    round: int
+    share_id: str
+    weights: Weights
+    assignments: dict[str, Assignment]
+    # Decoded messages: each worker's entry as it came off the wire, decoded only on request.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def for_worker(self, worker: str) -> TrainTask | EvaluateTask | None:
+        """This worker's own task, or None when the message does not address it; DecodeError
+        when its entry is malformed."""
+        own = self.assignments.get(worker)
+        if own is None and worker in self.raw:
+            own = _assignment(self.raw[worker], worker)
+        if own is None:
+            return None
+        if own.config is None:
+            return EvaluateTask(self.job, self.round, own.task_id, self.weights)
+        return TrainTask(self.job, self.round, own.task_id, self.weights, own.config)
+
+
 # Remote commands (protocol.commands) share the envelope: the same version, the same decoder.
-Message = TrainTask | EvaluateTask | Reply | ErrorReply | CommandBatch | CommandResult
+Message = TrainTask | EvaluateTask | SharedTask | Reply | ErrorReply | CommandBatch | CommandResult
 
 
 def encode_message(message: Message) -> memoryview:
     if isinstance(message, (CommandBatch, CommandResult)):
         return pack({"v": PROTOCOL_VERSION} | command_to_wire(message))
+    if isinstance(message, SharedTask):
+        return pack({"v": PROTOCOL_VERSION, "kind": "shared", "job": message.job, "round": message.round,
+                     "task_id": message.share_id, "weights": tensors_to_wire(message.weights),
+                     "assignments": {worker: _assignment_to_wire(own)
+                                     for worker, own in message.assignments.items()}})
     head: dict[str, Any] = {"v": PROTOCOL_VERSION, "job": message.job, "round": message.round,
                             "task_id": message.task_id}
     body: dict[str, Any]
     if isinstance(message, TrainTask):
-        config = message.config
         body = {"kind": "train", "weights": tensors_to_wire(message.weights),
-                "config": {"lr": float(config.lr), "epochs": config.epochs,
-                           "batch_size": config.batch_size, "seed": config.seed,
-                           "options": dict(config.options)}}
+                "config": _config_to_wire(message.config)}
     elif isinstance(message, EvaluateTask):
         body = {"kind": "evaluate", "weights": tensors_to_wire(message.weights)}
     elif isinstance(message, Reply):
@@ -125,12 +168,38 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
         return TrainTask(job, round_, task_id, fields.tensors("weights"), _config(fields.mapping("config")))
     if kind == "evaluate":
         return EvaluateTask(job, round_, task_id, fields.tensors("weights"))
+    if kind == "shared":
+        raw = fields.mapping("assignments")
+        if len(raw) > MAX_ASSIGNMENTS:
+            raise DecodeError(f"a shared task may address at most {MAX_ASSIGNMENTS} workers")
+        return SharedTask(job=job, round=round_, share_id=task_id, weights=fields.tensors("weights"),
+                          assignments={}, raw=raw)
     if kind == "reply":
         return Reply(job, round_, task_id, fields.name("worker"), fields.tensors("update"),
                      fields.count("num_examples"), fields.metrics("metrics"))
     if kind == "error":
         return ErrorReply(job, round_, task_id, fields.name("worker"), fields.text("reason"))
     raise DecodeError(f"unknown message kind {kind!r}")
+
+
+def _config_to_wire(config: TrainConfig) -> dict[str, Any]:
+    return {"lr": float(config.lr), "epochs": config.epochs, "batch_size": config.batch_size,
+            "seed": config.seed, "options": dict(config.options)}
+
+
+def _assignment_to_wire(own: Assignment) -> dict[str, Any]:
+    wire: dict[str, Any] = {"task_id": own.task_id}
+    if own.config is not None:
+        wire["config"] = _config_to_wire(own.config)
+    return wire
+
+
+def _assignment(raw: object, worker: str) -> Assignment:
+    if not isinstance(raw, dict):
+        raise DecodeError(f"the shared task's entry for worker {worker[:80]!r} is not a map")
+    fields = _Fields(raw)
+    config = None if raw.get("config") is None else _config(fields.mapping("config"))
+    return Assignment(task_id=fields.text("task_id"), config=config)
 
 
 def _config(obj: dict[str, Any]) -> TrainConfig:

@@ -35,6 +35,7 @@ from protocol.messages import (
     ErrorReply,
     EvaluateTask,
     Reply,
+    SharedTask,
     TrainTask,
     Weights,
     decode_message,
@@ -184,12 +185,26 @@ class WorkerService:
             log.exception("the decoder failed on a task")
             self._reject(delivery, _clip(f"undecodable task ({type(e).__name__}): {e}"))
             return None
+        if isinstance(message, SharedTask):
+            return self._own_part(delivery, message)
         if isinstance(message, (TrainTask, EvaluateTask, CommandBatch)):
             return message
         job = getattr(message, "job", getattr(message, "client", "?"))
         self._reject(delivery, f"unexpected message kind: a {type(message).__name__} on the task queue "
                                f"of worker {self.worker_id!r} (job {job!r})")
         return None
+
+    def _own_part(self, delivery: Delivery, shared: SharedTask) -> TrainTask | EvaluateTask | None:
+        """This worker's task in a model sent to several workers; only its own entry is read."""
+        try:
+            own = shared.for_worker(self.worker_id)
+        except DecodeError as e:
+            self._reject(delivery, _clip(f"undecodable shared task: {e}"))
+            return None
+        if own is None:
+            self._reject(delivery, f"a shared task of job {shared.job!r} with no part for worker "
+                                   f"{self.worker_id!r}: not run")
+        return own
 
     def _run(self, task: TrainTask | EvaluateTask) -> tuple[Reply, float]:
         """The reply to `task` and the seconds its local work took; TaskError if it does not fit."""

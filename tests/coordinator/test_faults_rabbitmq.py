@@ -19,7 +19,7 @@ import torch
 from broker.rabbitmq import RabbitBroker
 from broker.settings import BrokerSettings
 from coordinator.checkpoint import load_checkpoint
-from protocol.messages import TrainTask, decode_message
+from protocol.messages import SharedTask, TrainTask, decode_message
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
 from tests.coordinator.sleepy_task import PAUSE_ENV, SLEEP_ENV, STARTED
 
@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_training_rejoins_and_its_task_expires_unrun(
         while (letter := broker.take_dead_letter(timeout=1)) is not None:
             letters.append(letter)
     stale = [decode_message(letter.body) for letter in letters if letter.reason == "expired"]
-    assert any(isinstance(task, TrainTask) and task.round == 1 for task in stale), letters
+    assert any(isinstance(task, (TrainTask, SharedTask)) and task.round == 1 for task in stale), letters
 
 
 def test_a_stragglers_late_replies_are_dropped_and_counted_never_aggregated(

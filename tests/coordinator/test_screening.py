@@ -13,7 +13,7 @@ from coordinator.job import TrainingJob
 from coordinator.metrics import RoundMetrics
 from coordinator.screening import update_error
 from coordinator.settings import TrainSettings
-from protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
+from protocol.messages import Reply, SharedTask, TrainConfig, TrainTask, decode_message, encode_message
 from worker.pool import LocalWorkers
 from worker.task import load_task
 
@@ -86,7 +86,8 @@ class _nan_worker:
             delivery = self._broker.receive(timeout=0.05)
             if delivery is None:
                 continue
-            task = decode_message(delivery.body())
+            message = decode_message(delivery.body())
+            task = message.for_worker(self._name) if isinstance(message, SharedTask) else message
             assert isinstance(task, TrainTask)
             update = {k: torch.full_like(v, float("nan")) for k, v in task.weights.items()}
             reply = Reply(task.job, task.round, task.task_id, self._name, update, 2, {"train_loss": 0.0})

@@ -198,30 +198,6 @@ class Link:
 
         return self.call(ask)
 
-    def existing_queues(self, queues: list[str]) -> set[str]:
-        """Which of `queues` exist: passive declares in a row on one side channel (queue_exists'
-        reasoning), reopened only after a missing queue closed it."""
-
-        def ask(_channel: Channel) -> set[str]:
-            found: set[str] = set()
-            side: Channel = None
-            try:
-                for queue in queues:
-                    if side is None or not side.is_open:
-                        side = self._connection.channel()
-                    try:
-                        side.queue_declare(queue, passive=True)
-                        found.add(queue)
-                    except px.ChannelClosedByBroker as e:
-                        if e.reply_code != 404:
-                            raise BrokerError(f"RabbitMQ refused to look up queue {queue}: {describe(e)}") from e
-                return found
-            finally:
-                if side is not None and side.is_open:
-                    side.close()
-
-        return self.call(ask)
-
     def close(self) -> None:
         self._closed = True
         self._discard()

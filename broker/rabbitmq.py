@@ -27,15 +27,13 @@ from broker.rabbitmq_delivery import Piece, Raw, Tag, common_user, letter, raw, 
 from broker.rabbitmq_outbox import Outbox
 from broker.rabbitmq_params import connection_user
 from broker.rabbitmq_presence import PresenceChannel, queue_depth
+from broker.rabbitmq_shared import SharedPublisher
 from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, PublishRejected, Unroutable
+from protocol.errors import BrokerError
 from protocol.messages import check_name
 
 log = logging.getLogger("fedmq.broker")
-# Workers one shared publish names in its BCC header: 64-character names keep the header
-# (with the chunk headers) well inside one AMQP frame (128 KiB).
-MAX_BCC = 500
 MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving
 
 
@@ -64,6 +62,7 @@ class RabbitBroker(Broker):
         self._watching = False  # watch_presence was called: re-watch after a reconnect
         self._link = Link(settings, self._on_channel)
         self._out = Outbox(self._link, settings, self._user)  # publishes, acks, rejects
+        self._shared = SharedPublisher(self._link, self._out, self._topology)
         self._link.connect()
 
     @property
@@ -108,28 +107,7 @@ class RabbitBroker(Broker):
 
     def publish_shared_task(self, workers: Sequence[str], body: Body,
                             expires_in_s: float | None = None) -> dict[str, BrokerError]:
-        # One publish per batch of workers: the first as routing key, the rest in the BCC header
-        # (sender-selected distribution; RabbitMQ strips BCC before delivery). Each frame of a
-        # chunked body carries the same header, so every queue gets the whole announcement and
-        # chunk sequence. RabbitMQ confirms a message routed to at least one queue, so a worker
-        # without a queue is found beforehand (passive declares), not by mandatory.
-        names = list(dict.fromkeys(check_name("worker", worker) for worker in workers))
-        queues = {name: self._topology.task_queue(name) for name in names}
-        present = self._link.existing_queues(list(queues.values()))
-        failed: dict[str, BrokerError] = {
-            name: Unroutable(f"no queue for worker {name!r}: is it running?")
-            for name in names if queues[name] not in present}
-        targets = [name for name in names if name not in failed]
-        expiration = None if expires_in_s is None else str(max(1, int(expires_in_s * 1000)))
-        for start in range(0, len(targets), MAX_BCC + 1):
-            batch = targets[start:start + MAX_BCC + 1]
-            headers = {"BCC": batch[1:]} if len(batch) > 1 else {}
-            what = f"workers {', '.join(repr(name) for name in batch[:3])}" + (", ..." if len(batch) > 3 else "")
-            try:
-                self._out.publish(self._topology.task_exchange, batch[0], body, headers, what, expiration)
-            except (Unroutable, PublishRejected) as e:  # a nack cannot say which queue refused
-                failed.update(dict.fromkeys(batch, e))
-        return failed
+        return self._shared.publish(workers, body, expires_in_s)  # broker.rabbitmq_shared
 
     def publish_reply(self, job: str, worker: str, body: Body) -> None:
         key = self._topology.reply_key(job, worker)

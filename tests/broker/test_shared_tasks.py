@@ -15,16 +15,18 @@ WAIT_S = 10.0  # an upper bound for a message to arrive, never a timing assertio
 
 
 def test_one_publish_reaches_each_worker_and_a_missing_one_is_reported(connect: Connect) -> None:  # noqa: F811
-    # Given two workers with queues and one that never started
+    # Given two workers with queues
     coordinator = connect()
     alice, bob = connect(), connect()
     for broker, name in ((alice, "sh-alice"), (bob, "sh-bob")):
         broker.declare_worker(name)
         broker.consume_tasks(name)
-    # When one body is published to all three
-    failed = coordinator.publish_shared_task(["sh-alice", "sh-ghost", "sh-bob"], b"the model")
-    # Then the missing worker is reported Unroutable, and each of the others gets it from its own queue
-    assert set(failed) == {"sh-ghost"} and isinstance(failed["sh-ghost"], Unroutable)
+    # When one body is published to them and to workers that never started, first, between and last
+    ghosts = {"sh-ghost1", "sh-ghost2", "sh-ghost3"}
+    failed = coordinator.publish_shared_task(["sh-ghost1", "sh-alice", "sh-ghost2", "sh-bob", "sh-ghost3"],
+                                             b"the model")
+    # Then each missing worker is reported Unroutable, and each of the others gets it from its own queue
+    assert set(failed) == ghosts and all(isinstance(error, Unroutable) for error in failed.values())
     for broker, name in ((alice, "sh-alice"), (bob, "sh-bob")):
         delivery = broker.receive(timeout=WAIT_S)
         assert delivery is not None and (delivery.body(), delivery.source) == (b"the model", name)

@@ -7,10 +7,14 @@ dropped, so a round needs memory for one model's worth of sums, not one per work
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
 from protocol.messages import Weights
+from protocol.stream import StreamedUpdate
+
+FOLD_SLICE = 1 << 16  # elements added at a time: a 256 KiB temporary for float32
 
 
 def zeros_like(weights: Weights) -> Weights:
@@ -22,7 +26,32 @@ def zeros_like(weights: Weights) -> Weights:
 def fold_in(total: Weights, update: Weights, weight: float) -> None:
     """total += weight * update, entry by entry, in place (the one mutating step of a round)."""
     for name, acc in total.items():
-        acc.add_(update[name].to(acc.dtype), alpha=weight)
+        flat, values = acc.view(-1), update[name].reshape(-1)
+        for start in range(0, flat.numel(), FOLD_SLICE):  # slices: temporaries stay small
+            add_scaled(flat[start:start + FOLD_SLICE], values[start:start + FOLD_SLICE], weight)
+
+
+def fold_streamed(total: Weights, update: StreamedUpdate, weight: float) -> None:
+    """fold_in of an update still in its received parts, piece by piece: the same sums, bit for bit."""
+    for name, acc in total.items():
+        flat = acc.view(-1)
+        for offset, piece in update.pieces(name, FOLD_SLICE):
+            add_scaled(flat[offset:offset + piece.numel()], piece, weight)
+
+
+def add_scaled(acc: torch.Tensor, values: torch.Tensor, weight: float) -> None:
+    """acc += weight * values, as a product rounded once and then a sum rounded once.
+
+    Two elementwise IEEE steps give the same bits however a tensor is cut into slices; torch's
+    fused `add_(alpha=)` does not for float16 and bfloat16, whose vector and scalar loops round
+    differently. Half-precision sums are computed in float32 and rounded back.
+    """
+    work = torch.float32 if acc.dtype in (torch.float16, torch.bfloat16) else acc.dtype
+    scaled = values.to(work) * weight  # a new tensor: `values` may be a read-only view
+    if work == acc.dtype:
+        acc.add_(scaled)
+    else:
+        acc.copy_(scaled.add_(acc.to(work)))
 
 
 def mean_into(total: Weights, weights: Weights, total_weight: float) -> Weights:
@@ -44,13 +73,18 @@ def mean_into(total: Weights, weights: Weights, total_weight: float) -> Weights:
 
 def fit_error(weights: Weights, update: Weights) -> str | None:
     """Why `update` cannot be folded into a model shaped like `weights`, or None when it fits."""
-    if update.keys() != weights.keys():
-        missing = sorted(weights.keys() - update.keys())[:3]
-        extra = sorted(update.keys() - weights.keys())[:3]
+    return shape_error(weights, {name: t.shape for name, t in update.items()})
+
+
+def shape_error(weights: Weights, shapes: Mapping[str, torch.Size]) -> str | None:
+    """Why an update of these tensor shapes cannot be folded into `weights`' model, or None."""
+    if shapes.keys() != weights.keys():
+        missing = sorted(weights.keys() - shapes.keys())[:3]
+        extra = sorted(shapes.keys() - weights.keys())[:3]
         return f"update keys differ from the model's (missing {missing}, unexpected {extra})"
     for name, t in weights.items():
-        if update[name].shape != t.shape:
-            return f"update {name!r} has shape {list(update[name].shape)}, the model's is {list(t.shape)}"
+        if shapes[name] != t.shape:
+            return f"update {name!r} has shape {list(shapes[name])}, the model's is {list(t.shape)}"
     return None
 
 

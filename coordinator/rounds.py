@@ -21,12 +21,15 @@ from broker.base import Broker, Delivery
 from coordinator.barrier import Barrier, RoundBarrier, Verdict
 from coordinator.strategy import Failure
 from protocol.errors import DecodeError
-from protocol.messages import ErrorReply, Reply, decode_message
+from protocol.messages import ErrorReply, Message, Reply, decode_message
+from protocol.stream import StreamedReply, read_reply
 
 log = logging.getLogger("fedmq.coordinator")
 
 # Called with each accepted reply; returns why it is unusable, or None once it is used.
 OnReply = Callable[[Reply], "str | None"]
+# The same for a reply read by protocol.stream, its update still in the delivery's parts.
+OnStream = Callable[[StreamedReply], "str | None"]
 MAX_REASON = 1000  # characters: a hostile payload must not put megabytes into a header or a log
 
 
@@ -62,27 +65,29 @@ class ReplyCollector:
         self._verify_senders = verify_senders
         self.result = Collected()
 
-    def collect(self, deadline: float, on_reply: OnReply) -> Collected:
-        """Take replies until every asked worker answered or `deadline` (time.monotonic) passed."""
+    def collect(self, deadline: float, on_reply: OnReply, on_stream: OnStream | None = None) -> Collected:
+        """Take replies until every asked worker answered or `deadline` (time.monotonic) passed.
+
+        With `on_stream`, replies are read in place (protocol.stream) and handed to it with their
+        update unread, so the delivery's parts are the only copy of an update ever held.
+        """
         while self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             delivery = self._broker.receive(timeout=min(remaining, 1.0))
             if delivery is not None:
-                self._handle(delivery, on_reply)
+                self._handle(delivery, on_reply, on_stream)
         self.result.silent = sorted(self._pending.values())
         return self.result
 
-    def _handle(self, delivery: Delivery, on_reply: OnReply) -> None:
+    def _handle(self, delivery: Delivery, on_reply: OnReply, on_stream: OnStream | None) -> None:
         forged = self._sender_error(delivery)
         if forged:  # checked before decoding: a forger's payload costs no parsing
             self._dead_letter(delivery, forged)
             return
-        # A single part is decoded in place and kept for the dead-letter queue; a chunked reply's
-        # parts are consumed as they are decoded, so only one copy of a large update is ever held.
         try:
-            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+            message = _read(delivery, streaming=on_stream is not None)
         except DecodeError as e:
             self._dead_letter(delivery, f"undecodable reply: {e}")
             return
@@ -90,10 +95,11 @@ class ReplyCollector:
             log.exception("the decoder failed on a reply from %s", delivery.source)
             self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
             return
-        if not isinstance(message, (Reply, ErrorReply)):
+        if not isinstance(message, (Reply, ErrorReply, StreamedReply)):
             self._dead_letter(delivery, f"a {type(message).__name__} on a reply queue")
             return
-        verdict, reason = self._barrier.judge(message, delivery.source)
+        judged = message.without_update() if isinstance(message, StreamedReply) else message
+        verdict, reason = self._barrier.judge(judged, delivery.source)
         if verdict is Verdict.REJECT:
             self._dead_letter(delivery, reason)
             return
@@ -101,7 +107,7 @@ class ReplyCollector:
             log.info("dropped a reply from %s: %s", message.worker, reason)
             self.result.dropped += 1
         else:
-            unusable = self._accept(message, on_reply)
+            unusable = self._accept(message, on_reply, on_stream)
             if unusable:
                 self.result.rejected += 1
                 self._dead_letter(delivery, f"rejected update: {unusable}")
@@ -115,14 +121,19 @@ class ReplyCollector:
             return f"a reply on worker {delivery.source!r}'s queue without a user_id"
         return f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
 
-    def _accept(self, message: Reply | ErrorReply, on_reply: OnReply) -> str | None:
+    def _accept(self, message: Reply | ErrorReply | StreamedReply, on_reply: OnReply,
+                on_stream: OnStream | None) -> str | None:
         """Record the answer; why its update was unusable, if it was."""
         del self._pending[message.task_id]
         self._barrier.answered(message.task_id)
         if isinstance(message, ErrorReply):
             self.result.failures.append(Failure(message.worker, message.reason))
             return None
-        unusable = on_reply(message)
+        if isinstance(message, StreamedReply):
+            assert on_stream is not None  # only read that way when there is one
+            unusable = on_stream(message)
+        else:
+            unusable = on_reply(message)
         if unusable:
             self.result.failures.append(Failure(message.worker, unusable))
         else:
@@ -134,3 +145,12 @@ class ReplyCollector:
         log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
         self.result.dead_lettered += 1
         self._broker.dead_letter(delivery, reason)
+
+
+def _read(delivery: Delivery, *, streaming: bool) -> Message | StreamedReply:
+    """The delivery's message. Streamed, a reply's update stays in the parts, which stay whole
+    for the dead-letter queue. Otherwise one part is decoded in place (and kept), and a chunked
+    message's parts are consumed as they are decoded, so one copy of a large update is held."""
+    if streaming:
+        return read_reply(delivery.parts)
+    return decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)

@@ -5,33 +5,53 @@ round. One NaN folded in poisons the global model for good, so every value is ch
 dtype it will be added in (a float64 1e300 is finite, and Inf once cast to float32). The norm
 bound (`--max-update-norm`) is the L2 norm over the floating-point entries: integer buffers
 such as BatchNorm's step counters grow with the number of batches and are not weights.
-Work is done in slices, so screening never holds a second copy of a large tensor.
+Work is done in slices, so screening never holds a second copy of a large tensor; an update
+still in its received parts (protocol.stream) is screened piece by piece, before any of it is
+folded in.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from coordinator.aggregation import fit_error
+from coordinator.aggregation import shape_error
 from protocol.messages import Weights
+from protocol.stream import StreamedUpdate
 
-SLICE = 1 << 20  # elements per step: bounds the temporaries of isfinite and the norm
+SLICE = 1 << 18  # elements per step: bounds the temporaries of the cast, isfinite and the norm
 
 
 def update_error(weights: Weights, update: Weights, max_norm: float | None = None) -> str | None:
     """Why `update` must not be aggregated into `weights`' model, or None when it may be."""
-    misfit = fit_error(weights, update)
+    misfit = shape_error(weights, {name: t.shape for name, t in update.items()})
     if misfit is not None:
         return misfit
+    return _values_error(weights, {name: _slices(update[name]) for name in weights}, max_norm)
+
+
+def streamed_update_error(weights: Weights, update: StreamedUpdate, max_norm: float | None = None) -> str | None:
+    """update_error of an update still in its received parts, read one piece at a time."""
+    misfit = shape_error(weights, update.shapes())
+    if misfit is not None:
+        return misfit
+    return _values_error(weights, {name: (piece for _, piece in update.pieces(name, SLICE)) for name in weights},
+                         max_norm)
+
+
+def _values_error(weights: Weights, pieces: dict[str, Iterable[torch.Tensor]], max_norm: float | None) -> str | None:
     squares = 0.0
     for name, t in weights.items():
-        value = update[name].to(t.dtype if t.is_floating_point() else torch.float64)
-        if not _finite(value):
-            return f"update {name!r} holds NaN or Inf"
-        if max_norm is not None and t.is_floating_point():
-            squares += _squared_norm(value)
+        dtype = t.dtype if t.is_floating_point() else torch.float64
+        for piece in pieces[name]:
+            value = piece.to(dtype)
+            if not bool(torch.isfinite(value).all()):
+                return f"update {name!r} holds NaN or Inf"
+            if max_norm is not None and t.is_floating_point():
+                # float64: float32 squares overflow above ~1.8e19, and the bound must still hold.
+                squares += float(torch.linalg.vector_norm(value, dtype=torch.float64)) ** 2
     if max_norm is not None:
         norm = math.sqrt(squares)
         if not norm <= max_norm:  # an overflowing norm (inf) is above any bound
@@ -39,15 +59,6 @@ def update_error(weights: Weights, update: Weights, max_norm: float | None = Non
     return None
 
 
-def _slices(t: torch.Tensor) -> list[torch.Tensor]:
+def _slices(t: torch.Tensor) -> Iterator[torch.Tensor]:
     flat = t.reshape(-1)
-    return [flat[i:i + SLICE] for i in range(0, flat.numel(), SLICE)]
-
-
-def _finite(t: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(part).all()) for part in _slices(t))
-
-
-def _squared_norm(t: torch.Tensor) -> float:
-    # float64 per slice: float32 squares overflow above ~1.8e19, and the bound must still hold.
-    return sum(float(torch.linalg.vector_norm(part, dtype=torch.float64)) ** 2 for part in _slices(t))
+    return (flat[i:i + SLICE] for i in range(0, flat.numel(), SLICE))

@@ -1,6 +1,7 @@
 """Strategies turn a round's replies into the next global model.
 
-The round loop hands every accepted reply to `accumulate` as it arrives and the failures to
+The round loop hands every accepted reply to `accumulate` (or, for strategies that stream, its
+update still in the received parts to `accumulate_streamed`) as it arrives and the failures to
 `end_round` as data; a strategy never talks to a broker. FedAvg lives here; the others, and
 the name -> class registry, live in coordinator.strategies.
 """
@@ -12,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from coordinator.aggregation import fold_in, mean_into, zeros_like
+from coordinator.aggregation import fold_in, fold_streamed, mean_into, zeros_like
 from protocol.messages import Reply, TrainConfig, Weights
+from protocol.stream import StreamedReply
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,16 @@ class Strategy(ABC):
     # True for strategies that hold every update of a round until end_round (memory: one model
     # per reply); False for those that fold each reply into a running sum (memory: O(model)).
     holds_cohort: ClassVar[bool] = False
+    # True for strategies that fold an update straight from its received parts
+    # (`accumulate_streamed`): a reply then costs no memory beyond its parts (issue 10 point 5).
+    streams: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init_subclass__(**kwargs)
+        # A subclass that redefines how replies are folded, but not how streamed ones are, would
+        # be bypassed by the streaming path: it gets whole replies instead.
+        if "accumulate" in cls.__dict__ and "accumulate_streamed" not in cls.__dict__:
+            cls.streams = False
 
     @abstractmethod
     def begin_round(self, weights: Weights) -> None:
@@ -42,6 +54,10 @@ class Strategy(ABC):
     @abstractmethod
     def accumulate(self, reply: Reply) -> None:
         """Fold one accepted reply into the round (its update fits the model)."""
+
+    def accumulate_streamed(self, reply: StreamedReply) -> None:
+        """`accumulate` for a reply whose update is still in its parts; called only when `streams`."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream; it takes whole replies")
 
     @abstractmethod
     def end_round(self, failures: Sequence[Failure]) -> Weights:
@@ -93,10 +109,18 @@ class FedAvg(Strategy):
         self._total = None
         self._examples = 0
 
+    streams = True
+
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:
             self._total = zeros_like(self._weights)
         fold_in(self._total, reply.update, float(reply.num_examples))
+        self._examples += reply.num_examples
+
+    def accumulate_streamed(self, reply: StreamedReply) -> None:
+        if self._total is None:
+            self._total = zeros_like(self._weights)
+        fold_streamed(self._total, reply.update, float(reply.num_examples))
         self._examples += reply.num_examples
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:

@@ -73,23 +73,30 @@ def tensor_from_wire(obj: object) -> torch.Tensor:
     """
     if not isinstance(obj, dict) or obj.keys() != {"dtype", "shape", "data"}:
         raise DecodeError("a tensor must be a map of exactly dtype, shape and data")
-    dtype = DTYPES.get(obj["dtype"]) if isinstance(obj["dtype"], str) else None
-    if dtype is None:
-        raise DecodeError(f"tensor dtype {obj['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
-    shape = _checked_shape(obj["shape"])
     data = obj["data"]
     pieces = data if isinstance(data, list) else [data]
     if not all(isinstance(piece, bytes) for piece in pieces):
         raise DecodeError("tensor data must be msgpack bin, or a list of bins")
-    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    got = sum(len(piece) for piece in pieces)
-    if got != expected:
-        raise DecodeError(f"tensor of shape {shape} and dtype {obj['dtype']} needs {expected} bytes, got {got}")
+    expected = sum(len(piece) for piece in pieces)
+    dtype, shape = tensor_layout(obj["dtype"], obj["shape"], expected)
     if expected == 0:
         return torch.empty(shape, dtype=dtype)
     if len(pieces) == 1:
         return _view(pieces[0], dtype).reshape(shape)
     return _assemble(pieces, expected).view(dtype).reshape(shape)
+
+
+def tensor_layout(dtype_name: object, shape: object, nbytes: int) -> tuple[torch.dtype, list[int]]:
+    """The dtype and shape a tensor's wire fields name, for `nbytes` bytes of data; DecodeError
+    unless the dtype is allowed, the shape sane and the byte count exactly the shape's."""
+    dtype = DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if dtype is None:
+        raise DecodeError(f"tensor dtype {dtype_name!r:.80} is not allowed; allowed: {', '.join(DTYPES)}")
+    checked = _checked_shape(shape)
+    expected = math.prod(checked) * torch.empty((), dtype=dtype).element_size()
+    if nbytes != expected:
+        raise DecodeError(f"tensor of shape {checked} and dtype {dtype_name} needs {expected} bytes, got {nbytes}")
+    return dtype, checked
 
 
 def _view(data: bytes, dtype: torch.dtype) -> torch.Tensor:

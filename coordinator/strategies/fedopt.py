@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
-from coordinator.aggregation import fold_in, zeros_like
+from coordinator.aggregation import fold_in, fold_streamed, zeros_like
 from coordinator.strategies import server_opt
 from coordinator.strategies.state import KIND, check_fits, check_kind, flatten, tensors_under
 from coordinator.strategies.tensors import compute_dtype, sq_norm
 from coordinator.strategy import Failure, FedAvg, Strategy, StrategyMetrics, TrainOptions
 from protocol.errors import StrategyError
 from protocol.messages import Reply, TrainConfig, Weights
+from protocol.stream import StreamedReply
 
 
 def _check(name: str, value: float, low: float, high: float, *, closed_high: bool = False) -> None:
@@ -64,10 +65,18 @@ class _ServerOptimizer(Strategy):
     def begin_round(self, weights: Weights) -> None:
         self._weights, self._total, self._examples = weights, None, 0
 
+    streams = True
+
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:
             self._total = zeros_like(self._weights)
         fold_in(self._total, reply.update, float(reply.num_examples))
+        self._examples += reply.num_examples
+
+    def accumulate_streamed(self, reply: StreamedReply) -> None:
+        if self._total is None:
+            self._total = zeros_like(self._weights)
+        fold_streamed(self._total, reply.update, float(reply.num_examples))
         self._examples += reply.num_examples
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:

@@ -1,22 +1,19 @@
-"""Many workers in one process, one thread and one RabbitMQ connection each (benchmarks only)."""
+"""Many workers in one process for the benchmarks: `fedmq worker --id NAME{...}`'s host.
+
+Kept for benchmarks.memory's command line (`--broker --prefix --task NAMES...`); the workers
+share one connection and one dispatcher thread (worker.host), as `fedmq worker --id w{0..N}` does.
+"""
 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+import functools
 
 from broker.settings import BrokerSettings, open_broker
 from broker.topology import Topology
-from worker.service import WorkerService
-from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
-from worker.task import load_task
-
-
-def serve(name: str, index: int, count: int, args: argparse.Namespace, stop: threading.Event) -> None:
-    task = load_task(args.task)
-    with open_broker(BrokerSettings(args.broker, Topology(args.prefix))) as broker:
-        WorkerService(broker, WorkerSettings(name, args.task, ShardSpec(index, count)), task=task).serve(stop)
+from worker.host import Group
+from worker.main import run_workers
+from worker.settings import ShardSpec, WorkerSettings
 
 
 def main() -> None:
@@ -26,15 +23,10 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("names", nargs="+")
     args = parser.parse_args()
-    apply_torch_threads(1)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threads = [threading.Thread(target=serve, args=(name, i, len(args.names), args, stop))
-               for i, name in enumerate(args.names)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = tuple(WorkerSettings(name, args.task, ShardSpec(i, len(args.names)))
+                    for i, name in enumerate(args.names))
+    connect = functools.partial(open_broker, BrokerSettings(args.broker, Topology(args.prefix)))
+    run_workers([Group(connect=connect, workers=workers, label=f"{len(workers)} workers")])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from coordinator.cli_broker import (
 )
 from coordinator.console import RoundReporter
 from coordinator.demo import run_demo
+from coordinator.cli_workers import connection_groups, worker_args
 from coordinator.cli_async import add_async_options, async_settings, run_job, run_length
 from coordinator.job import check_replies
 from coordinator.sampling import Sampling
@@ -32,7 +33,7 @@ from coordinator.settings import TrainSettings, default_job_name
 from coordinator.strategies import STRATEGIES, build_strategy
 from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
 from protocol.messages import TrainConfig
-from worker.main import run_worker
+from worker.main import run_worker, run_workers
 from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -72,9 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="serve train and evaluate tasks on a private shard")
-    worker.add_argument("--id", required=True, help="this worker's name (its task queue)")
+    worker.add_argument("--id", required=True, help="this worker's name (its task queue); w{0..63} or "
+                        "{alice,bob} runs several logical workers in this process, {i}/{n}/{id} in "
+                        "--shard and --credentials then fill in per worker")
     worker.add_argument("--task", required=True, help="toy, digits, or package.module of your own")
-    worker.add_argument("--shard", default="0/1", help="which part of the data this worker holds: i/n")
+    worker.add_argument("--shard", default="0/1", help="which part of the data this worker holds: i/n "
+                        "({i}/{n} with several --id)")
+    worker.add_argument("--connections", type=int, default=1, help="with several --id: connections "
+                        "(each with one dispatcher thread) per principal; more train in parallel")
     worker.add_argument("--partition", choices=["iid", "label"], default="iid")
     worker.add_argument("--device", default="cpu", help="cpu or cuda")
     worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
@@ -206,17 +212,24 @@ def _task_lr(task: str) -> float:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    check_worker_credentials(args)
-    shard = ShardSpec.parse(args.shard, partition=args.partition)
-    settings = WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads,
-                              allow_get=args.allow_get, max_objects=args.max_objects,
-                              max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl,
-                              max_client_objects=args.max_client_objects,
-                              max_client_bytes=args.max_client_bytes, max_clients=args.max_clients,
-                              remote_batch_seconds=args.remote_batch_seconds, remote_share=args.remote_share,
-                              task_senders=task_senders(args), slowdown=args.slowdown)
-    run_worker(settings, _broker_settings(args))
+    each = worker_args(args)  # --id w{0..63}: many logical workers in this process
+    if len(each) > 1 or args.connections > 1:
+        run_workers(connection_groups(each, _worker_settings, args.connections), args.threads)
+        return 0
+    check_worker_credentials(each[0])
+    run_worker(_worker_settings(each[0]), _broker_settings(each[0]))
     return 0
+
+
+def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    shard = ShardSpec.parse(args.shard, partition=args.partition)
+    return WorkerSettings(args.id, args.task, shard, device=args.device, torch_threads=args.threads,
+                          allow_get=args.allow_get, max_objects=args.max_objects,
+                          max_object_bytes=args.max_object_bytes, client_ttl_s=args.client_ttl,
+                          max_client_objects=args.max_client_objects,
+                          max_client_bytes=args.max_client_bytes, max_clients=args.max_clients,
+                          remote_batch_seconds=args.remote_batch_seconds, remote_share=args.remote_share,
+                          task_senders=task_senders(args), slowdown=args.slowdown)
 
 
 def _train(args: argparse.Namespace) -> int:

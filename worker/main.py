@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
 
 from broker.settings import BrokerSettings, open_broker
+from worker.host import Group, WorkerHost
 from worker.service import WorkerService
 from worker.settings import WorkerSettings, apply_torch_threads, release_large_buffers
 
@@ -41,3 +43,22 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+
+
+def run_workers(groups: Sequence[Group], torch_threads: int = 1) -> None:
+    """Serve many logical workers (worker.host) until a signal, as run_worker serves one.
+
+    The first signal lets each connection's task in hand finish; a second stops at once.
+    Raises BrokerUnreachable when the broker does not answer, BrokerError when a connection is
+    lost for good.
+    """
+    apply_torch_threads(torch_threads)
+    release_large_buffers()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    host = WorkerHost(groups)
+    host.start(stop)
+    count = sum(len(group.workers) for group in groups)
+    log.info("%d logical workers serving on %d connections", count, len(groups))
+    host.serve(stop)
+    log.info("%d logical workers stopped", count)

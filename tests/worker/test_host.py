@@ -1,0 +1,116 @@
+"""Many logical workers in one process (worker.host): on the memory broker and on RabbitMQ."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from broker.memory import MemoryBroker, MemoryHub
+from broker.settings import BrokerSettings
+from coordinator.cli_workers import expand_ids
+from coordinator.job import TrainingJob
+from coordinator.metrics import RoundMetrics
+from coordinator.settings import TrainSettings
+from protocol.messages import TrainConfig, TrainTask, Weights, decode_message, encode_message
+from tests.coordinator.conftest import ROOT, broker_args, fedmq
+from worker.host import dispatch
+from worker.pool import LocalWorkers
+from worker.service import WorkerService
+from worker.settings import ShardSpec, WorkerSettings
+from worker.task import load_task
+
+SIXTEEN = tuple(f"h{i}" for i in range(16))
+
+
+def test_ids_expand_like_a_shell() -> None:
+    # When --id values with ranges, lists and padding are expanded
+    # Then they name the workers bash would, in order
+    assert expand_ids("w{0..3}") == ["w0", "w1", "w2", "w3"]
+    assert expand_ids("w{0..10}")[-2:] == ["w9", "w10"]
+    assert expand_ids("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
+    assert expand_ids("s{08..10}") == ["s08", "s09", "s10"]
+    assert expand_ids("solo") == ["solo"]
+
+
+@pytest.mark.parametrize("text", ["w{0..3", "w{x}", "w{0..99999}", "{a,a}"])
+def test_malformed_ids_are_refused_with_what_to_write(text: str) -> None:
+    # When --id is malformed, too large or names a worker twice
+    # Then it is a ValueError (a usage error), not a guess
+    with pytest.raises(ValueError, match="--id"):
+        expand_ids(text)
+
+
+def test_sixteen_logical_workers_train_digits_on_the_memory_broker() -> None:
+    # Given 16 digits workers served by one dispatcher thread on one memory connection
+    hub = MemoryHub()
+    task = load_task("digits")
+    settings = TrainSettings("digits", SIXTEEN, rounds=6, config=TrainConfig(lr=0.1, epochs=2))
+    rounds: list[RoundMetrics] = []
+    # When six rounds run
+    with LocalWorkers(hub, task, SIXTEEN), MemoryBroker(hub) as broker:
+        TrainingJob(broker, settings, task=task, on_round=rounds.append).run()
+    # Then every round has all 16 replies and the model learns (chance is 0.1)
+    assert [m.replies for m in rounds] == [16] * 6
+    first, last = rounds[0].eval_accuracy, rounds[-1].eval_accuracy
+    assert first is not None and last is not None and last > first and last >= 0.5
+
+
+def test_each_logical_worker_checks_its_own_task_senders() -> None:
+    # Given two logical workers on one connection: w0 takes tasks only from "coord", w1 from anyone
+    hub = MemoryHub()
+    task = load_task("toy")
+    host = MemoryBroker(hub)
+    strict = WorkerSettings("w0", "toy", ShardSpec(0, 2), task_senders=frozenset({"coord"}))
+    lenient = WorkerSettings("w1", "toy", ShardSpec(1, 2))
+    services = [WorkerService(host, strict, task=task), WorkerService(host, lenient, task=task)]
+    for service in services:
+        host.declare_worker(service.worker_id)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatch, args=(host, services, stop, 0.05), daemon=True)
+    thread.start()
+    mallory, coordinator = MemoryBroker(hub, user="mallory"), MemoryBroker(hub)
+    coordinator.declare_job("j", ["w0", "w1"])
+    coordinator.consume_replies("j", ["w0", "w1"])
+    weights: Weights = task.build_model().state_dict()
+    # When mallory sends both a task
+    for worker in ("w0", "w1"):
+        mallory.publish_task(worker, encode_message(TrainTask("j", 1, f"t-{worker}", weights, TrainConfig(lr=0.1))))
+    reply = coordinator.receive(timeout=30)
+    letter = coordinator.take_dead_letter(timeout=30)
+    stop.set()
+    thread.join(30)
+    host.close()
+    # Then w1 answers, and w0 dead-letters its task unread, naming whom it takes tasks from
+    assert reply is not None and decode_message(reply.body()).worker == "w1"  # type: ignore[union-attr]
+    assert letter is not None and letter.source == "w0" and "coord" in letter.reason
+    assert coordinator.receive(timeout=0.2) is None
+
+
+def test_one_fedmq_worker_process_hosts_sixteen_workers_over_rabbitmq(
+        rabbit_settings: BrokerSettings, tmp_path: Path) -> None:
+    # Given one `fedmq worker` process hosting h0..h15, shard i/16 each
+    log = tmp_path / "host.log"
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        host = subprocess.Popen(fedmq("worker", "--id", "h{0..15}", "--shard", "{i}/{n}", "--task", "digits",
+                                      *broker_args(rabbit_settings)),
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # When the coordinator trains three rounds with all sixteen
+        metrics = tmp_path / "m.jsonl"
+        done = subprocess.run(fedmq("train", *broker_args(rabbit_settings), "--task", "digits", "--workers",
+                                    ",".join(SIXTEEN), "--rounds", "3", "--epochs", "2", "--metrics-out",
+                                    str(metrics), "--log-level", "warning"),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        # And the host is sent SIGTERM
+        host.send_signal(signal.SIGTERM)
+        code = host.wait(timeout=60)
+    # Then every round has 16 replies, and the host stops cleanly on the signal
+    assert done.returncode == 0, done.stderr + log.read_text()
+    assert metrics.read_text().count('"replies": 16') == 3
+    assert code == 0, log.read_text()
+    assert "16 logical workers stopped" in log.read_text()

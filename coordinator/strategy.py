@@ -38,14 +38,15 @@ class Strategy(ABC):
     holds_cohort: ClassVar[bool] = False
     # True for strategies that fold an update straight from its received parts
     # (`accumulate_streamed`): a reply then costs no memory beyond its parts (issue 10 point 5).
-    streams: ClassVar[bool] = False
+    can_stream: ClassVar[bool] = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401
-        super().__init_subclass__(**kwargs)
-        # A subclass that redefines how replies are folded, but not how streamed ones are, would
-        # be bypassed by the streaming path: it gets whole replies instead.
-        if "accumulate" in cls.__dict__ and "accumulate_streamed" not in cls.__dict__:
-            cls.streams = False
+    @property
+    def streams(self) -> bool:
+        """Whether the round loop may hand this strategy streamed replies: it can, and no subclass
+        redefined `accumulate` below its `accumulate_streamed` (such a subclass, e.g. one that
+        records replies, expects whole replies and must not be bypassed)."""
+        cls = type(self)
+        return cls.can_stream and issubclass(_owner(cls, "accumulate_streamed"), _owner(cls, "accumulate"))
 
     @abstractmethod
     def begin_round(self, weights: Weights) -> None:
@@ -109,7 +110,7 @@ class FedAvg(Strategy):
         self._total = None
         self._examples = 0
 
-    streams = True
+    can_stream = True
 
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:
@@ -128,3 +129,8 @@ class FedAvg(Strategy):
         if total is None:
             return {name: t.clone() for name, t in self._weights.items()}
         return mean_into(total, self._weights, float(self._examples))
+
+
+def _owner(cls: type, method: str) -> type:
+    """The class in `cls`'s MRO that defines `method`."""
+    return next(klass for klass in cls.__mro__ if method in klass.__dict__)

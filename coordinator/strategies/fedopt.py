@@ -65,7 +65,7 @@ class _ServerOptimizer(Strategy):
     def begin_round(self, weights: Weights) -> None:
         self._weights, self._total, self._examples = weights, None, 0
 
-    streams = True
+    can_stream = True
 
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:

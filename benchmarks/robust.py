@@ -14,10 +14,12 @@ workers also hold.
 
 Target: with f=3 sign-flip, some robust strategy ends within 3 accuracy points of f=0 FedAvg.
 
-    python -m benchmarks.robust [--rounds 30] [--out runs/robust] [--broker URL]
+    python -m benchmarks.robust [--rounds 30] [--epochs 1] [--out runs/robust] [--broker URL]
+                                [--attacks signflip,...] [--f 1,3] [--extra fedtrimmedavg:beta=0.4 ...]
 
-prints the table and writes one JSON line per (attack, f, strategy) to OUT/robust.jsonl (and each
-job's round lines to OUT/rounds/JOB.jsonl). Every run uses its own queue prefix and deletes its
+A reference row trains FedAvg over the honest workers alone: the ceiling of any rule that removes
+the attackers. The run prints the table and writes one JSON line per (attack, f, strategy) to
+OUT/robust.jsonl (and each job's round lines to OUT/rounds/JOB.jsonl). Every run uses its own queue prefix and deletes its
 queues and exchanges at the end; worker processes get SIGTERM, then SIGKILL after a grace period.
 """
 

@@ -39,9 +39,9 @@ def plot_metrics(metrics_path: Path | Sequence[Path], out: Path, x: XAxis = XAxi
         if not rows:
             raise ValueError(f"{path} holds no rounds yet")
         for job in dict.fromkeys(str(row.get("job", "")) for row in rows):
-            label = job if len(paths) == 1 else f"{path.stem}" + (f" ({job})" if job else "")
+            label = job if len(paths) == 1 or job == path.stem else path.stem + (f" ({job})" if job else "")
             runs.append((label, [row for row in rows if str(row.get("job", "")) == job]))
-    figure, loss_axis = plt.subplots(figsize=(8, 4.5))
+    figure, loss_axis = plt.subplots(figsize=(9, 5 + 0.25 * len(runs)))
     accuracy_axis = loss_axis.twinx()
     for index, (label, rows) in enumerate(runs):
         _draw(rows, label, x, loss_axis, accuracy_axis, single=len(paths) == 1, color=f"C{index}")
@@ -51,9 +51,10 @@ def plot_metrics(metrics_path: Path | Sequence[Path], out: Path, x: XAxis = XAxi
     accuracy_axis.set_ylim(0, 1)
     if x is XAxis.ROUND:
         loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
-    figure.suptitle("fedmq: " + ", ".join(path.name for path in paths))
-    figure.legend(loc="lower center", ncol=3, fontsize="small")
-    figure.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the axes
+    figure.suptitle(f"fedmq: {paths[0].name}" if len(paths) == 1 else f"fedmq: {len(paths)} runs")
+    figure.legend(loc="lower center", ncol=2 if len(paths) > 1 else 3, fontsize="small")
+    legend_share = 0.04 + 0.03 * len(runs) if len(paths) > 1 else 0.12
+    figure.tight_layout(rect=(0, legend_share, 1, 1))  # room for the legend below the axes
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     plt.close(figure)

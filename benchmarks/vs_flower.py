@@ -1,0 +1,125 @@
+"""fedmq against Flower in one invocation: the same digits workload, median seconds per round.
+
+Flower runs from its own venv through the harness in ../shared/peers/flower (README there;
+`setup.sh` builds /tmp/flwr-venv): `bench/run_grpc_legacy.py` (the legacy gRPC runtime, N
+long-lived client processes) against fedmq over RabbitMQ with N `fedmq worker` processes, and
+`bench/run_sim.py` (the Ray simulation) against fedmq's in-process simulation (the memory broker,
+worker.pool.LocalWorkers). Workload: digits MLP 64-64-10, E=1, B=32, lr 0.05, all N workers per
+round. Medians cover rounds 2..R on both sides (round 1 carries start-up). Targets (issue 10):
+fedmq / Flower legacy gRPC <= 0.7 at N=4 and <= 0.5 at N=16; the simulation faster than Flower's.
+The load average is printed: on a shared machine the figures are indicative only.
+
+    python -m benchmarks.vs_flower [--rounds R] [--grpc 4,16] [--sim 16,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import uuid
+from pathlib import Path
+
+from benchmarks.table import Row, table
+from benchmarks.workers import worker_processes
+from broker.memory import MemoryBroker, MemoryHub
+from broker.rabbitmq import RabbitBroker
+from broker.settings import BrokerSettings
+from broker.topology import Topology
+from coordinator.job import TrainingJob
+from coordinator.metrics import RoundMetrics
+from coordinator.settings import TrainSettings
+from protocol.messages import TrainConfig
+from worker.pool import LocalWorkers
+from worker.settings import apply_torch_threads
+from worker.task import load_task
+
+FLOWER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "flower"
+FLOWER_PYTHON = Path(os.environ.get("FLWR_VENV", "/tmp/flwr-venv")) / "bin" / "python"
+CONFIG = TrainConfig(lr=0.05, epochs=1, batch_size=32)
+ROUNDS = 10
+FLOWER_TIMEOUT_S = 900
+_ROUND = re.compile(r"round\s+(\d+)/\d+\s+round_s=\s*([0-9.]+)")
+
+
+def fedmq_rabbitmq(url: str, workers: int, rounds: int) -> float:
+    """Median round (s, rounds 2..R) with `workers` `fedmq worker` processes over RabbitMQ."""
+    topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
+    names = tuple(f"w{i}" for i in range(workers))
+    settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower",
+                             wait_for_workers_s=300)
+    measured: list[RoundMetrics] = []
+    with worker_processes(url, topology, "digits", names), RabbitBroker(BrokerSettings(url, topology)) as broker:
+        TrainingJob(broker, settings, on_round=measured.append).run()
+        broker.delete_job(settings.job, names)
+    return statistics.median(m.wall_s for m in measured[1:])
+
+
+def fedmq_simulation(workers: int, rounds: int) -> float:
+    """Median round (s, rounds 2..R) with `workers` in-process workers on the memory broker."""
+    apply_torch_threads(1)
+    task = load_task("digits")
+    names = tuple(f"w{i}" for i in range(workers))
+    settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower")
+    hub = MemoryHub()
+    measured: list[RoundMetrics] = []
+    with LocalWorkers(hub, task, names), MemoryBroker(hub) as broker:
+        TrainingJob(broker, settings, task=task, on_round=measured.append).run()
+    return statistics.median(m.wall_s for m in measured[1:])
+
+
+def flower(script: str, workers: int, rounds: int, *extra: str) -> float:
+    """Median round (s, rounds 2..R) of Flower's `bench/SCRIPT`, parsed from its round lines."""
+    if not FLOWER_PYTHON.exists():
+        raise FileNotFoundError(f"{FLOWER_PYTHON} is missing: run {FLOWER / 'setup.sh'} first")
+    done = subprocess.run([str(FLOWER_PYTHON), script, "-n", str(workers), "-r", str(rounds), *extra],
+                          cwd=FLOWER / "bench", capture_output=True, text=True, timeout=FLOWER_TIMEOUT_S)
+    times = {int(k): float(s) for k, s in _ROUND.findall(done.stdout)}
+    if done.returncode != 0 or len(times) < 2:
+        raise RuntimeError(f"Flower's {script} -n {workers} failed (exit {done.returncode}): "
+                           f"{done.stderr[-1500:]}")
+    return statistics.median(s for k, s in times.items() if k >= 2)
+
+
+def _pair(what: str, ours: float, theirs: float, target: str, note: str) -> list[Row]:
+    return [Row(f"{what}: fedmq median round", 1000 * ours, "ms", ">= 0", note),
+            Row(f"{what}: Flower median round", 1000 * theirs, "ms", ">= 0", note),
+            Row(f"{what}: fedmq / Flower", ours / theirs, "x", target, note)]
+
+
+def run(url: str, grpc: tuple[int, ...] = (4, 16), sim: tuple[int, ...] = (16, 100),
+        rounds: int = ROUNDS) -> list[Row]:
+    rows: list[Row] = []
+    for n in grpc:
+        load = os.getloadavg()[0]
+        ours, theirs = fedmq_rabbitmq(url, n, rounds), flower("run_grpc_legacy.py", n, rounds)
+        load = max(load, os.getloadavg()[0])
+        target = "<= 0.7" if n <= 4 else "<= 0.5"
+        rows += _pair(f"N={n} RabbitMQ vs legacy gRPC", ours, theirs, target,
+                      f"R={rounds}, load avg {load:.1f} on {os.cpu_count()} cores")
+    for n in sim:
+        load = os.getloadavg()[0]
+        ours, theirs = fedmq_simulation(n, rounds), flower("run_sim.py", n, rounds)
+        load = max(load, os.getloadavg()[0])
+        rows += _pair(f"N={n} simulation (memory vs Ray)", ours, theirs, "<= 1",
+                      f"R={rounds}, load avg {load:.1f} on {os.cpu_count()} cores")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.vs_flower")
+    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--grpc", default="4,16", help="worker counts against legacy gRPC ('' for none)")
+    parser.add_argument("--sim", default="16,100", help="worker counts against the simulation ('' for none)")
+    args = parser.parse_args()
+    counts = [tuple(int(n) for n in text.split(",") if n) for text in (args.grpc, args.sim)]
+    from rich.console import Console
+
+    Console().print(table(run(args.broker, counts[0], counts[1], args.rounds)))
+
+
+if __name__ == "__main__":
+    main()

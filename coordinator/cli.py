@@ -156,7 +156,8 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metrics-out", type=Path, help="append one JSON line per round here")
+    parser.add_argument("--metrics-out", type=Path, help="write one JSON line per round here (a fresh run "
+                        "starts the file anew; --resume keeps the lines up to its checkpoint)")
     parser.add_argument("--strategy", default="fedavg", help="how updates are aggregated: "
                         f"{', '.join(STRATEGIES)}, or module.path:Class (default fedavg)")
     parser.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",

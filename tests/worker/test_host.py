@@ -16,6 +16,7 @@ from coordinator.job import TrainingJob
 from coordinator.metrics import RoundMetrics
 from coordinator.settings import TrainSettings
 from protocol.messages import TrainConfig, TrainTask, Weights, decode_message, encode_message
+from protocol.presence import decode_presence
 from tests.coordinator.conftest import ROOT, broker_args, fedmq
 from worker.host import dispatch
 from worker.pool import LocalWorkers
@@ -114,3 +115,20 @@ def test_one_fedmq_worker_process_hosts_sixteen_workers_over_rabbitmq(
     assert metrics.read_text().count('"replies": 16') == 3
     assert code == 0, log.read_text()
     assert "16 logical workers stopped" in log.read_text()
+
+
+def test_every_logical_worker_beats_its_own_presence() -> None:
+    # Given a watcher, and three logical workers on one memory connection and one dispatcher
+    hub = MemoryHub()
+    watcher = MemoryBroker(hub)
+    watcher.watch_presence()
+    names = ("a", "b", "c")
+    # When they serve for a moment
+    with LocalWorkers(hub, load_task("toy"), names):
+        seen: set[str] = set()
+        for _ in range(50):
+            seen |= {decode_presence(body).name for body in watcher.take_presence(timeout=0.2)}
+            if seen >= set(names):
+                break
+    # Then each one's heartbeat arrived under its own name
+    assert seen == set(names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,30 @@ def test_every_logical_worker_beats_its_own_presence() -> None:
                 break
     # Then each one's heartbeat arrived under its own name
     assert seen == set(names)
+
+
+def test_sigterm_lets_every_connections_task_in_hand_finish(rabbit_settings: BrokerSettings, tmp_path: Path) -> None:
+    # Given one process hosting two slow workers on two connections, both in mid-training
+    log = tmp_path / "host.log"
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        host = subprocess.Popen(fedmq("worker", "--id", "slow{0..1}", "--shard", "{i}/{n}", "--connections", "2",
+                                      "--task", "tests.coordinator.slow_task", *broker_args(rabbit_settings)),
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    train = subprocess.Popen(fedmq("train", *broker_args(rabbit_settings), "--task", "tests.coordinator.slow_task",
+                                   "--workers", "slow0,slow1", "--rounds", "1", "--round-timeout", "8"),
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while log.read_text().count("training starts") < 2:
+            assert train.poll() is None, "the coordinator ended before both trainings started"
+            time.sleep(0.05)
+        # When the host is sent SIGTERM
+        host.send_signal(signal.SIGTERM)
+        # Then both tasks finish, their replies complete the round, and the host exits cleanly
+        assert host.wait(timeout=60) == 0, log.read_text()
+        assert train.wait(timeout=60) == 0, train.stderr.read() if train.stderr else ""
+    finally:
+        for process in (host, train):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "stopping after the task in hand" in log.read_text()

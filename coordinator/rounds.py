@@ -75,11 +75,16 @@ class ReplyCollector:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            delivery = self._broker.receive(timeout=min(remaining, 1.0))
-            if delivery is not None:
-                self._handle(delivery, on_reply, on_stream)
+            self._take_one(min(remaining, 1.0), on_reply, on_stream)
         self.result.silent = sorted(self._pending.values())
         return self.result
+
+    def _take_one(self, timeout: float, on_reply: OnReply, on_stream: OnStream | None) -> None:
+        # Its own frame: a handled delivery (a streamed reply's parts) must not stay referenced
+        # by a loop variable while the next one is received, or two replies are held at once.
+        delivery = self._broker.receive(timeout=timeout)
+        if delivery is not None:
+            self._handle(delivery, on_reply, on_stream)
 
     def _handle(self, delivery: Delivery, on_reply: OnReply, on_stream: OnStream | None) -> None:
         forged = self._sender_error(delivery)

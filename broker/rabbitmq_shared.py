@@ -54,8 +54,22 @@ class SharedPublisher:
             what = "workers " + ", ".join(repr(name) for name in batch[:3]) + (", ..." if len(batch) > 3 else "")
             try:
                 self._out.publish(self._topology.task_exchange, batch[0], body, headers, what, expiration)
-            except (Unroutable, PublishRejected) as e:  # a nack cannot say which queue refused
+            except Unroutable as e:  # every queue of the batch went away since it was looked up
                 failed.update(dict.fromkeys(batch, e))
+            except PublishRejected as e:
+                failed.update(self._one_by_one(batch, body, expiration) if len(batch) > 1 else {batch[0]: e})
+        return failed
+
+    def _one_by_one(self, batch: list[str], body: Body, expiration: str | None) -> dict[str, BrokerError]:
+        """After a nack, which cannot say which queue refused: each worker is sent its own copy.
+        Those whose queues took the shared one hold it twice; a worker acks the second unrun
+        (worker.dedup), and the coordinator drops a duplicate reply. Only a refusal costs this."""
+        failed: dict[str, BrokerError] = {}
+        for name in batch:
+            try:
+                self._out.publish(self._topology.task_exchange, name, body, {}, f"worker {name!r}", expiration)
+            except (Unroutable, PublishRejected) as e:
+                failed[name] = e
         return failed
 
     def _existing(self, queues: list[str]) -> set[str]:

@@ -13,14 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"}
 WORKDIR /opt/fedmq
 COPY pyproject.toml README.md ./
-RUN mkdir protocol broker worker coordinator \
-    && touch protocol/__init__.py broker/__init__.py worker/__init__.py coordinator/__init__.py \
-    && pip install . && pip uninstall --yes fedmq && rm -rf protocol broker worker coordinator build
+RUN mkdir fedmq && touch fedmq/__init__.py \
+    && pip install . && pip uninstall --yes fedmq && rm -rf fedmq build
 
 COPY protocol protocol
 COPY broker broker
 COPY worker worker
 COPY coordinator coordinator
+COPY fedmq fedmq
 RUN pip install --no-deps . && rm -rf build
 
 RUN useradd --create-home --uid 10001 fedmq && mkdir /data && chown fedmq /data

@@ -50,19 +50,19 @@ from rich.table import Table
 
 from benchmarks.robust import delete_topology, quiet_pika
 from benchmarks.table import Row
-from broker.base import Broker
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator import processes
-from coordinator.async_job import AsyncJob
-from coordinator.async_settings import AsyncSettings
-from coordinator.job import TrainingJob
-from coordinator.metrics import read_metrics
-from coordinator.plot import XAxis, x_values
-from coordinator.settings import TrainSettings
-from protocol.errors import FedmqError
-from protocol.messages import TrainConfig
+from fedmq.broker.base import Broker
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator import processes
+from fedmq.coordinator.async_job import AsyncJob
+from fedmq.coordinator.async_settings import AsyncSettings
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import read_metrics
+from fedmq.coordinator.plot import XAxis, x_values
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.errors import FedmqError
+from fedmq.protocol.messages import TrainConfig
 
 log = logging.getLogger("benchmarks.async")
 

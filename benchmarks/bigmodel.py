@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker.task import ShardSpec
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.task import ShardSpec
 
 FEATURES = 4096  # 4096 x 4096 float32 weights = 64 MiB
 

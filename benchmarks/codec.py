@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.table import Row, median_seconds
-from protocol.messages import Reply, decode_message, encode_message
+from fedmq.protocol.messages import Reply, decode_message, encode_message
 
 MODEL_BYTES = 256 << 20
 CHUNK = 8 << 20

@@ -16,15 +16,15 @@ import pika
 
 from benchmarks.codec import state_dict
 from benchmarks.table import Row
-from broker.base import Broker
-from broker.memory import MemoryBroker, MemoryHub
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.job import TrainingJob
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig, TrainTask, Weights, encode_message
-from worker.task import load_task
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig, TrainTask, Weights, encode_message
+from fedmq.worker.task import load_task
 
 MODEL_BYTES = 64 << 20
 WORKERS = 16

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from benchmarks.table import Row
 from benchmarks.workers import delete_topology
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.job import TrainingJob
-from coordinator.settings import TrainSettings
-from worker.settings import release_large_buffers
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.worker.settings import release_large_buffers
 
 WORKERS = 16
 ROUNDS = 2

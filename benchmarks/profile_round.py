@@ -23,18 +23,18 @@ from dataclasses import dataclass
 
 from benchmarks.table import Row
 from benchmarks.workers import delete_topology
-from broker.base import Broker
-from broker.memory import MemoryBroker, MemoryHub
-from broker.settings import BrokerSettings, open_broker
-from broker.topology import Topology
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig
-from worker.host import dispatch
-from worker.service import WorkerService
-from worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
-from worker.task import load_task
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.host import dispatch
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import ShardSpec, WorkerSettings, apply_torch_threads
+from fedmq.worker.task import load_task
 
 ROUNDS = 10
 # (side, label, file path suffix, function name): inclusive time of each.

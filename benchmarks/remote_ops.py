@@ -16,9 +16,9 @@ import torch
 
 from benchmarks.table import Row
 from benchmarks.workers import worker_processes
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator import Federation, RemoteTensor, RemoteWorkerHandle
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator import Federation, RemoteTensor, RemoteWorkerHandle
 
 OPS = 1000
 REPEATS = 3

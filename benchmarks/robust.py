@@ -42,16 +42,16 @@ from rich.table import Table
 
 from benchmarks.attackers import ATTACKERS_ENV
 from benchmarks.table import Row
-from broker.base import Broker
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator import processes
-from coordinator.job import TrainingJob
-from coordinator.settings import TrainSettings
-from coordinator.strategies import build_strategy
-from protocol.errors import FedmqError
-from protocol.messages import TrainConfig
+from fedmq.broker.base import Broker
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator import processes
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.strategies import build_strategy
+from fedmq.protocol.errors import FedmqError
+from fedmq.protocol.messages import TrainConfig
 
 WORKERS = 10
 ROUNDS = 30

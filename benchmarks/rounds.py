@@ -11,13 +11,13 @@ import uuid
 
 from benchmarks.table import Row
 from benchmarks.workers import worker_processes
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig
 
 WORKERS = 4
 ROUNDS = 30

@@ -15,10 +15,10 @@ import pika
 
 from benchmarks.codec import state_dict
 from benchmarks.table import Row
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
 
 MODEL_BYTES = 256 << 20
 CHUNK = 8 << 20

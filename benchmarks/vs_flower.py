@@ -24,17 +24,17 @@ from pathlib import Path
 
 from benchmarks.table import Row, table
 from benchmarks.workers import worker_processes
-from broker.memory import MemoryBroker, MemoryHub
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig
-from worker.pool import LocalWorkers
-from worker.settings import apply_torch_threads
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.settings import apply_torch_threads
+from fedmq.worker.task import load_task
 
 FLOWER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "flower"
 FLOWER_PYTHON = Path(os.environ.get("FLWR_VENV", "/tmp/flwr-venv")) / "bin" / "python"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import functools
 
-from broker.settings import BrokerSettings, open_broker
-from broker.topology import Topology
-from worker.host import Group
-from worker.main import run_workers
-from worker.settings import ShardSpec, WorkerSettings
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.broker.topology import Topology
+from fedmq.worker.host import Group
+from fedmq.worker.main import run_workers
+from fedmq.worker.settings import ShardSpec, WorkerSettings
 
 
 def main() -> None:

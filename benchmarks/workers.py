@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import pika
 
-from broker.topology import Topology
-from coordinator import processes
+from fedmq.broker.topology import Topology
+from fedmq.coordinator import processes
 
 
 @contextmanager

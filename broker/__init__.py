@@ -1,9 +1,9 @@
 """Transports behind one Broker interface: RabbitMQ and the in-process memory broker."""
 
-from broker.base import Body, Broker, DeadLetter, Delivery
-from broker.memory import MemoryBroker, MemoryHub
-from broker.settings import BrokerSettings, open_broker
-from broker.topology import Topology
+from fedmq.broker.base import Body, Broker, DeadLetter, Delivery
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.broker.topology import Topology
 
 __all__ = [
     "Body",

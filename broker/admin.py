@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from protocol.errors import BrokerError, BrokerUnreachable
+from fedmq.protocol.errors import BrokerError, BrokerUnreachable
 
 TIMEOUT_S = 30.0
 

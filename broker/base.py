@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from protocol.errors import BrokerError
+from fedmq.protocol.errors import BrokerError
 
 T = TypeVar("T")
 Body = bytes | memoryview

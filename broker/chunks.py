@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from protocol.errors import ChunkError
+from fedmq.protocol.errors import ChunkError
 
 MESSAGE_ID = "x-fedmq-id"
 CHUNK_COUNT = "x-fedmq-chunks"

@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from broker.base import Body, Broker, DeadLetter, Delivery, T
-from broker.topology import Topology
-from broker.poison import poison_reason
-from protocol.errors import BrokerError, PublishRejected, Unroutable
+from fedmq.broker.base import Body, Broker, DeadLetter, Delivery, T
+from fedmq.broker.topology import Topology
+from fedmq.broker.poison import poison_reason
+from fedmq.protocol.errors import BrokerError, PublishRejected, Unroutable
 
 
 @dataclass

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from broker.topology import Topology
-from protocol.names import check_name
+from fedmq.broker.topology import Topology
+from fedmq.protocol.names import check_name
 
 DEFINITIONS_FILE = "definitions.json"
 HASHING = "rabbit_password_hashing_sha256"

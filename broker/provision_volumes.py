@@ -23,7 +23,7 @@ import secrets
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from broker.provision import (
+from fedmq.broker.provision import (
     COORDINATOR,
     DEFINITIONS_FILE,
     WORKER,
@@ -33,8 +33,8 @@ from broker.provision import (
     login_url,
     password_hash,
 )
-from broker.topology import Topology
-from protocol.names import check_name
+from fedmq.broker.topology import Topology
+from fedmq.protocol.names import check_name
 
 BROKER_DIR = "broker"
 ADMIN = "admin"  # the management UI's login; its file stays in the broker's directory

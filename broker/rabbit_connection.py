@@ -31,9 +31,9 @@ from pika.adapters.utils.connection_workflow import (
     AMQPConnectorStackTimeout,
 )
 
-from broker.rabbitmq_params import parameters
-from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, BrokerUnreachable, PublishRejected
+from fedmq.broker.rabbitmq_params import parameters
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.errors import BrokerError, BrokerUnreachable, PublishRejected
 
 log = logging.getLogger("fedmq.broker")
 R = TypeVar("R")

@@ -19,19 +19,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-from broker import chunks
-from broker.base import Body, Broker, DeadLetter, Delivery, T
-from broker.poison import Redeliveries, fingerprint, poison_reason
-from broker.rabbit_connection import Channel, Link
-from broker.rabbitmq_delivery import Piece, Raw, Tag, common_user, letter, raw, tag_of
-from broker.rabbitmq_outbox import Outbox
-from broker.rabbitmq_params import connection_user
-from broker.rabbitmq_presence import PresenceChannel, queue_depth
-from broker.rabbitmq_shared import SharedPublisher
-from broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
-from broker.settings import BrokerSettings
-from protocol.errors import BrokerError
-from protocol.messages import check_name
+from fedmq.broker import chunks
+from fedmq.broker.base import Body, Broker, DeadLetter, Delivery, T
+from fedmq.broker.poison import Redeliveries, fingerprint, poison_reason
+from fedmq.broker.rabbit_connection import Channel, Link
+from fedmq.broker.rabbitmq_delivery import Piece, Raw, Tag, common_user, letter, raw, tag_of
+from fedmq.broker.rabbitmq_outbox import Outbox
+from fedmq.broker.rabbitmq_params import connection_user
+from fedmq.broker.rabbitmq_presence import PresenceChannel, queue_depth
+from fedmq.broker.rabbitmq_shared import SharedPublisher
+from fedmq.broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.messages import check_name
 
 log = logging.getLogger("fedmq.broker")
 MAX_POLL_S = 0.05  # longest pause between basic_get polls while a chunked message is arriving

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from broker.base import DeadLetter, Delivery
-from protocol.errors import BrokerError
+from fedmq.broker.base import DeadLetter, Delivery
+from fedmq.protocol.errors import BrokerError
 
 REASON = "x-fedmq-reason"
 SOURCE = "x-fedmq-source"

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 import pika
 import pika.exceptions as px
 
-from broker import chunks
-from broker.base import Body
-from broker.rabbit_connection import Channel, Link
-from broker.rabbitmq_delivery import REASON, SOURCE, Tag
-from broker.settings import BrokerSettings
-from protocol.errors import PublishRejected, Unroutable
+from fedmq.broker import chunks
+from fedmq.broker.base import Body
+from fedmq.broker.rabbit_connection import Channel, Link
+from fedmq.broker.rabbitmq_delivery import REASON, SOURCE, Tag
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.errors import PublishRejected, Unroutable
 
 log = logging.getLogger("fedmq.broker")
 MAX_REASON = 4000  # characters of a dead letter's reason header

@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 
-from broker.settings import BrokerSettings
-from protocol.errors import BrokerError
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.errors import BrokerError
 
 
 def parameters(settings: BrokerSettings, shown: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import pika
 import pika.exceptions as px
 
-from broker.topology import Topology
+from fedmq.broker.topology import Topology
 
 log = logging.getLogger("fedmq.broker")
 Channel = Any  # pika ships no type hints

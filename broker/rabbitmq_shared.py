@@ -18,12 +18,12 @@ from typing import Any
 
 import pika.exceptions as px
 
-from broker.base import Body
-from broker.rabbit_connection import Channel, Link, describe
-from broker.rabbitmq_outbox import Outbox
-from broker.topology import Topology
-from protocol.errors import BrokerError, PublishRejected, Unroutable
-from protocol.names import check_name
+from fedmq.broker.base import Body
+from fedmq.broker.rabbit_connection import Channel, Link, describe
+from fedmq.broker.rabbitmq_outbox import Outbox
+from fedmq.broker.topology import Topology
+from fedmq.protocol.errors import BrokerError, PublishRejected, Unroutable
+from fedmq.protocol.names import check_name
 
 # Workers one publish names in its BCC header: 64-character names keep the header (with the
 # chunk headers) well inside one AMQP frame (128 KiB).

@@ -17,9 +17,9 @@ from typing import Any
 
 import pika.exceptions as px
 
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from protocol.errors import BrokerError
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.protocol.errors import BrokerError
 
 Channel = Any  # pika ships no type hints
 ACCESS_REFUSED, NOT_FOUND, MISMATCH = 403, 404, 406

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.base import Broker
-from broker.memory import MemoryBroker, MemoryHub
-from broker.topology import Topology
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.topology import Topology
 
 MEMORY_URL = "memory://"
 ENV_URL = "FEDMQ_BROKER"
@@ -61,6 +61,6 @@ def open_broker(settings: BrokerSettings, hub: MemoryHub | None = None) -> Broke
     """A connected Broker for `settings.url`; BrokerUnreachable when nothing answers there."""
     if settings.url.startswith("memory:"):
         return MemoryBroker(hub or MemoryHub(settings.topology, settings.max_deliveries))
-    from broker.rabbitmq import RabbitBroker  # pika loads only when RabbitMQ is used
+    from fedmq.broker.rabbitmq import RabbitBroker  # pika loads only when RabbitMQ is used
 
     return RabbitBroker(settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.messages import check_name
+from fedmq.protocol.messages import check_name
 
 
 QUEUE_TYPES = ("classic", "quorum")

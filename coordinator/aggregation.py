@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import torch
 
-from protocol.messages import Weights
-from protocol.stream import StreamedUpdate
+from fedmq.protocol.messages import Weights
+from fedmq.protocol.stream import StreamedUpdate
 
 FOLD_SLICE = 1 << 16  # elements added at a time: a 256 KiB temporary for float32
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from broker.base import Delivery
-from coordinator.async_state import Outstanding
-from coordinator.barrier import Verdict
-from protocol.errors import DecodeError
-from protocol.messages import ErrorReply, Reply, decode_message
+from fedmq.broker.base import Delivery
+from fedmq.coordinator.async_state import Outstanding
+from fedmq.coordinator.barrier import Verdict
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import ErrorReply, Reply, decode_message
 
 log = logging.getLogger("fedmq.coordinator")
 

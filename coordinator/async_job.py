@@ -22,26 +22,26 @@ from dataclasses import replace
 
 import torch
 
-from broker.base import Broker, Delivery
-from coordinator.async_barrier import AsyncBarrier, read_reply
-from coordinator.async_metrics import Buffered, Since, VersionMetrics, version_line
-from coordinator.async_settings import AsyncSettings, plan
-from coordinator.async_state import AsyncCheckpoint, Outstanding, load_state, load_tasks, save_state, save_tasks
-from coordinator.barrier import Verdict
-from coordinator.evaluation import Evaluation, Evaluator
-from coordinator.job import OnRound, round_seed
-from coordinator.metrics import MetricsLog
-from coordinator.presence import announce
-from coordinator.rounds import MAX_REASON
-from coordinator.screening import update_error
-from coordinator.settings import TrainSettings
-from coordinator.staleness import scaled, step_toward
-from coordinator.strategies import build_strategy
-from coordinator.strategy import Strategy
-from protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
-from protocol.messages import ErrorReply, Reply, TrainTask, Weights, encode_message
-from protocol.presence import JobState
-from worker.task import Task, load_task
+from fedmq.broker.base import Broker, Delivery
+from fedmq.coordinator.async_barrier import AsyncBarrier, read_reply
+from fedmq.coordinator.async_metrics import Buffered, Since, VersionMetrics, version_line
+from fedmq.coordinator.async_settings import AsyncSettings, plan
+from fedmq.coordinator.async_state import AsyncCheckpoint, Outstanding, load_state, load_tasks, save_state, save_tasks
+from fedmq.coordinator.barrier import Verdict
+from fedmq.coordinator.evaluation import Evaluation, Evaluator
+from fedmq.coordinator.job import OnRound, round_seed
+from fedmq.coordinator.metrics import MetricsLog
+from fedmq.coordinator.presence import announce
+from fedmq.coordinator.rounds import MAX_REASON
+from fedmq.coordinator.screening import update_error
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.staleness import scaled, step_toward
+from fedmq.coordinator.strategies import build_strategy
+from fedmq.coordinator.strategy import Strategy
+from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
+from fedmq.protocol.messages import ErrorReply, Reply, TrainTask, Weights, encode_message
+from fedmq.protocol.presence import JobState
+from fedmq.worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
 RETRY_S = 5.0  # a worker whose task could not be published is tried again after this long

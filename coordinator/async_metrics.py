@@ -6,12 +6,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from broker.base import Delivery
-from coordinator.aggregation import weighted_mean
-from coordinator.async_state import Outstanding
-from coordinator.evaluation import Evaluation
-from coordinator.metrics import RoundMetrics
-from coordinator.strategy import StrategyMetrics
+from fedmq.broker.base import Delivery
+from fedmq.coordinator.aggregation import weighted_mean
+from fedmq.coordinator.async_state import Outstanding
+from fedmq.coordinator.evaluation import Evaluation
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.strategy import StrategyMetrics
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from coordinator.settings import TrainSettings
-from coordinator.staleness import Staleness
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.staleness import Staleness
 
 
 class Mode(Enum):

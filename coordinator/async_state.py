@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.durable import replace_atomically
-from coordinator.strategies.state import decode_state, encode_state
-from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
-from protocol.errors import DecodeError, FedmqError
-from protocol.messages import Weights
+from fedmq.coordinator.durable import replace_atomically
+from fedmq.coordinator.strategies.state import decode_state, encode_state
+from fedmq.protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
+from fedmq.protocol.errors import DecodeError, FedmqError
+from fedmq.protocol.messages import Weights
 
 STATE_FILE = "async.msgpack"
 TASKS_FILE = "tasks.msgpack"

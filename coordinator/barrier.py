@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Protocol
 
-from protocol.messages import ErrorReply, Reply
+from fedmq.protocol.messages import ErrorReply, Reply
 
 
 class Verdict(Enum):

@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from broker.settings import MEMORY_URL, BrokerSettings
-from coordinator.cli_broker import (
+from fedmq.broker.settings import MEMORY_URL, BrokerSettings
+from fedmq.coordinator.cli_broker import (
     add_broker_command,
     add_connection_options,
     add_worker_security_options,
@@ -23,18 +23,18 @@ from coordinator.cli_broker import (
     task_senders,
     verify_senders,
 )
-from coordinator.console import RoundReporter
-from coordinator.demo import run_demo
-from coordinator.cli_workers import connection_groups, worker_args
-from coordinator.cli_async import add_async_options, async_settings, run_job, run_length
-from coordinator.job import check_replies
-from coordinator.sampling import Sampling
-from coordinator.settings import TrainSettings, default_job_name
-from coordinator.strategies import STRATEGIES, build_strategy
-from protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
-from protocol.messages import TrainConfig
-from worker.main import run_worker, run_workers
-from worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
+from fedmq.coordinator.console import RoundReporter
+from fedmq.coordinator.demo import run_demo
+from fedmq.coordinator.cli_workers import connection_groups, worker_args
+from fedmq.coordinator.cli_async import add_async_options, async_settings, run_job, run_length
+from fedmq.coordinator.job import check_replies
+from fedmq.coordinator.sampling import Sampling
+from fedmq.coordinator.settings import TrainSettings, default_job_name
+from fedmq.coordinator.strategies import STRATEGIES, build_strategy
+from fedmq.protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.main import run_worker, run_workers
+from fedmq.worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -207,7 +207,7 @@ def _option(text: str) -> tuple[str, str]:
 
 
 def _task_lr(task: str) -> float:
-    from worker.task import load_task
+    from fedmq.worker.task import load_task
 
     return load_task(task).default_lr
 
@@ -241,7 +241,7 @@ def _train(args: argparse.Namespace) -> int:
                                checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                                job=args.job or default_job_name(args.task),
                                max_update_norm=args.max_update_norm, verify_senders=verify_senders(args))
-    from broker.settings import open_broker
+    from fedmq.broker.settings import open_broker
 
     options = async_settings(args)
     length = run_length(settings, options)
@@ -267,8 +267,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from broker.settings import open_broker
-    from coordinator.status import collect, render
+    from fedmq.broker.settings import open_broker
+    from fedmq.coordinator.status import collect, render
 
     expected = [name.strip() for name in args.workers.split(",") if name.strip()]
     with open_broker(_broker_settings(args)) as broker:
@@ -277,7 +277,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from coordinator.plot import XAxis, plot_metrics
+    from fedmq.coordinator.plot import XAxis, plot_metrics
 
     for path in args.metrics:
         if not path.exists():

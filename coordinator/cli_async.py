@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from broker.base import Broker
-from coordinator.async_job import AsyncJob
-from coordinator.async_settings import AsyncSettings, Mode, plan
-from coordinator.job import OnRound, TrainingJob
-from coordinator.settings import TrainSettings
-from coordinator.staleness import parse_staleness
-from protocol.messages import Weights
-from worker.task import Task
+from fedmq.broker.base import Broker
+from fedmq.coordinator.async_job import AsyncJob
+from fedmq.coordinator.async_settings import AsyncSettings, Mode, plan
+from fedmq.coordinator.job import OnRound, TrainingJob
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.staleness import parse_staleness
+from fedmq.protocol.messages import Weights
+from fedmq.worker.task import Task
 
 
 def add_async_options(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from broker.provision import (
+from fedmq.broker.provision import (
     COORDINATOR,
     DEFINITIONS_FILE,
     WORKER,
@@ -21,8 +21,8 @@ from broker.provision import (
     provision,
     write,
 )
-from broker.settings import BrokerSettings
-from broker.topology import QUEUE_TYPES, Topology
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import QUEUE_TYPES, Topology
 
 DEFAULT_PREFIX = "fedmq"
 
@@ -129,7 +129,7 @@ def _provision(args: argparse.Namespace) -> int:
     for path in write(args.out, provisioned):
         print(f"wrote {path} (mode {path.stat().st_mode & 0o777:04o})")
     if args.apply:
-        from broker.admin import apply_definitions
+        from fedmq.broker.admin import apply_definitions
 
         apply_definitions(args.apply, provisioned.definitions)
         print(f"applied to the broker: vhost {args.vhost!r}, {len(provisioned.credentials)} users")

@@ -15,12 +15,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from broker.base import Broker
-from broker.memory import MemoryHub
-from broker.settings import BrokerSettings, open_broker
-from coordinator.cli_broker import broker_settings, check_worker_credentials
-from worker.host import Group
-from worker.settings import WorkerSettings
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryHub
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.coordinator.cli_broker import broker_settings, check_worker_credentials
+from fedmq.worker.host import Group
+from fedmq.worker.settings import WorkerSettings
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")

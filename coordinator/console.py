@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coordinator.metrics import RoundMetrics
+from fedmq.coordinator.metrics import RoundMetrics
 
 
 class RoundReporter:

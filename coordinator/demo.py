@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.memory import MemoryBroker, MemoryHub
-from broker.settings import BrokerSettings, open_broker
-from coordinator.async_settings import AsyncSettings
-from coordinator.cli_async import run_job
-from coordinator.job import OnRound
-from coordinator.processes import worker_processes
-from coordinator.settings import TrainSettings
-from protocol.messages import Weights
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.coordinator.async_settings import AsyncSettings
+from fedmq.coordinator.cli_async import run_job
+from fedmq.coordinator.job import OnRound
+from fedmq.coordinator.processes import worker_processes
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import Weights
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 
 def run_demo(settings: TrainSettings, broker_settings: BrokerSettings, on_round: OnRound,

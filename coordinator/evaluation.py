@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from broker.base import Broker
-from coordinator.aggregation import weighted_mean
-from coordinator.proxy import send_shared
-from coordinator.rounds import Collected, ReplyCollector
-from coordinator.settings import TrainSettings
-from protocol.messages import Reply, Weights
-from worker.task import Task
+from fedmq.broker.base import Broker
+from fedmq.coordinator.aggregation import weighted_mean
+from fedmq.coordinator.proxy import send_shared
+from fedmq.coordinator.rounds import Collected, ReplyCollector
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import Reply, Weights
+from fedmq.worker.task import Task
 
 
 @dataclass(frozen=True)

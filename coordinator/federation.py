@@ -32,19 +32,19 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from broker.base import Broker, Delivery
-from broker.memory import MemoryBroker, MemoryHub
-from broker.provision import COORDINATOR, load_credentials
-from broker.settings import BrokerSettings, open_broker
-from broker.topology import Topology
-from coordinator.handle import RemoteWorkerHandle
-from coordinator.pipeline import WorkerLink
-from protocol.commands import CommandResult, Op
-from protocol.errors import DecodeError, FedmqError, RemoteError
-from protocol.messages import check_name, decode_message
-from worker.pool import WorkerThread
-from worker.settings import ShardSpec, WorkerSettings
-from worker.task import load_task
+from fedmq.broker.base import Broker, Delivery
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.provision import COORDINATOR, load_credentials
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.handle import RemoteWorkerHandle
+from fedmq.coordinator.pipeline import WorkerLink
+from fedmq.protocol.commands import CommandResult, Op
+from fedmq.protocol.errors import DecodeError, FedmqError, RemoteError
+from fedmq.protocol.messages import check_name, decode_message
+from fedmq.worker.pool import WorkerThread
+from fedmq.worker.settings import ShardSpec, WorkerSettings
+from fedmq.worker.task import load_task
 
 log = logging.getLogger("fedmq.federation")
 CLOSE_WAIT_S = 10.0  # how long close() waits for each worker to drop this client's objects

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any, overload
 import torch
 from torch import nn
 
-from coordinator.pipeline import Incoming, WorkerLink
-from coordinator.remote import RemoteModule, RemoteObject, RemoteOptimizer, RemoteTensor, result_count
-from protocol.codec import DTYPES
-from protocol.commands import KWARG_NAME, Op
-from protocol.errors import RemoteError
-from protocol.operands import Arg, ModuleSpec, Ref, StoreInfo, TensorMeta, Value
-from worker.remote import allowlist, layers
+from fedmq.coordinator.pipeline import Incoming, WorkerLink
+from fedmq.coordinator.remote import RemoteModule, RemoteObject, RemoteOptimizer, RemoteTensor, result_count
+from fedmq.protocol.codec import DTYPES
+from fedmq.protocol.commands import KWARG_NAME, Op
+from fedmq.protocol.errors import RemoteError
+from fedmq.protocol.operands import Arg, ModuleSpec, Ref, StoreInfo, TensorMeta, Value
+from fedmq.worker.remote import allowlist, layers
 
 if TYPE_CHECKING:
-    from coordinator.federation import Federation
+    from fedmq.coordinator.federation import Federation
 
 Operand = Any  # what a user may pass to a remote op: pointers, tensors, numbers, slices, ...
 

@@ -16,24 +16,24 @@ from dataclasses import replace
 
 import torch
 
-from broker.base import Broker
-from coordinator.aggregation import weighted_mean
-from coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from coordinator.evaluation import Evaluator
-from coordinator.metrics import MetricsLog, RoundMetrics
-from coordinator.proxy import send_shared
-from coordinator.presence import announce
-from coordinator.rounds import Collected, ReplyCollector
-from coordinator.sampling import sample
-from coordinator.screening import streamed_update_error, update_error
-from coordinator.settings import TrainSettings
-from coordinator.strategies import build_strategy
-from coordinator.strategy import Failure, Strategy
-from protocol.errors import BrokerError, PublishRejected, TrainingFailed
-from protocol.messages import Reply, Weights
-from protocol.stream import StreamedReply
-from protocol.presence import JobState
-from worker.task import Task, load_task
+from fedmq.broker.base import Broker
+from fedmq.coordinator.aggregation import weighted_mean
+from fedmq.coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedmq.coordinator.evaluation import Evaluator
+from fedmq.coordinator.metrics import MetricsLog, RoundMetrics
+from fedmq.coordinator.proxy import send_shared
+from fedmq.coordinator.presence import announce
+from fedmq.coordinator.rounds import Collected, ReplyCollector
+from fedmq.coordinator.sampling import sample
+from fedmq.coordinator.screening import streamed_update_error, update_error
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.strategies import build_strategy
+from fedmq.coordinator.strategy import Failure, Strategy
+from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed
+from fedmq.protocol.messages import Reply, Weights
+from fedmq.protocol.stream import StreamedReply
+from fedmq.protocol.presence import JobState
+from fedmq.worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
 OnRound = Callable[[RoundMetrics], None]

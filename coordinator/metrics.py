@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from coordinator.durable import replace_atomically
+from fedmq.coordinator.durable import replace_atomically
 
 log = logging.getLogger("fedmq.coordinator")
 

@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker.base import Broker
-from protocol.commands import CommandBatch, CommandResult, Op, OpError
-from protocol.errors import (
+from fedmq.broker.base import Broker
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op, OpError
+from fedmq.protocol.errors import (
     OpNotAllowed,
     PublishRejected,
     RemoteError,
@@ -34,8 +34,8 @@ from protocol.errors import (
     StoreFull,
     Unroutable,
 )
-from protocol.messages import encode_message
-from protocol.operands import Value
+from fedmq.protocol.messages import encode_message
+from fedmq.protocol.operands import Value
 
 MAX_BATCH_OPS = 500
 MAX_BATCH_BYTES = 4 << 20

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from coordinator.metrics import read_metrics
+from fedmq.coordinator.metrics import read_metrics
 
 Row = dict[str, object]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import time
 
-from broker.base import Broker
-from protocol.errors import BrokerError
-from protocol.presence import JobState, Presence, encode_presence
+from fedmq.broker.base import Broker
+from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.presence import JobState, Presence, encode_presence
 
 log = logging.getLogger("fedmq.coordinator")
 

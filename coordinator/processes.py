@@ -1,6 +1,6 @@
 """`fedmq` subprocesses: the one way the demo, the benchmarks and the tests start workers.
 
-Each process runs this interpreter's `fedmq` (`python -m coordinator.cli`), so it imports the
+Each process runs this interpreter's `fedmq` (`python -m fedmq`), so it imports the
 same code as its parent, and stops gracefully: SIGTERM lets the task in hand finish first; a
 process still running after the grace period is killed.
 """
@@ -18,7 +18,7 @@ GRACE_S = 30.0  # after SIGTERM: a worker finishes the task in hand, then exits
 
 def fedmq_command(*args: str) -> list[str]:
     """The command line of `fedmq ARGS` with this interpreter."""
-    return [sys.executable, "-m", "coordinator.cli", *args]
+    return [sys.executable, "-m", "fedmq", *args]
 
 
 def worker_args(name: str, task: str, index: int, count: int, *extra: str) -> list[str]:

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from broker.base import Broker
-from protocol.errors import BrokerError, Unroutable
-from protocol.messages import (
+from fedmq.broker.base import Broker
+from fedmq.protocol.errors import BrokerError, Unroutable
+from fedmq.protocol.messages import (
     Assignment,
     EvaluateTask,
     SharedTask,

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from protocol.codec import DTYPES
-from protocol.operands import Plain, TensorMeta
-from worker.remote import allowlist, layers
+from fedmq.protocol.codec import DTYPES
+from fedmq.protocol.operands import Plain, TensorMeta
+from fedmq.worker.remote import allowlist, layers
 
 if TYPE_CHECKING:
-    from coordinator.handle import RemoteWorkerHandle
+    from fedmq.coordinator.handle import RemoteWorkerHandle
 
 P = TypeVar("P", bound="RemoteObject")
 _PAIRS = {"sort", "topk", "kthvalue", "mode", "cummax", "cummin"}  # (values, indices)

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.base import Broker, Delivery
-from coordinator.barrier import Barrier, RoundBarrier, Verdict
-from coordinator.strategy import Failure
-from protocol.errors import DecodeError
-from protocol.messages import ErrorReply, Message, Reply, decode_message
-from protocol.stream import StreamedReply, read_reply
+from fedmq.broker.base import Broker, Delivery
+from fedmq.coordinator.barrier import Barrier, RoundBarrier, Verdict
+from fedmq.coordinator.strategy import Failure
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import ErrorReply, Message, Reply, decode_message
+from fedmq.protocol.stream import StreamedReply, read_reply
 
 log = logging.getLogger("fedmq.coordinator")
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from coordinator.aggregation import shape_error
-from protocol.messages import Weights
-from protocol.stream import StreamedUpdate
+from fedmq.coordinator.aggregation import shape_error
+from fedmq.protocol.messages import Weights
+from fedmq.protocol.stream import StreamedUpdate
 
 SLICE = 1 << 18  # elements per step: bounds the temporaries of the cast, isfinite and the norm
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.sampling import Sampling
-from protocol.messages import TrainConfig, check_name
+from fedmq.coordinator.sampling import Sampling
+from fedmq.protocol.messages import TrainConfig, check_name
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from protocol.messages import Reply, Weights
+from fedmq.protocol.messages import Reply, Weights
 
 
 class StalenessKind(Enum):

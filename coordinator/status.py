@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from broker.base import Broker
-from protocol.errors import DecodeError
-from protocol.presence import Presence, decode_presence
+from fedmq.broker.base import Broker
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.presence import Presence, decode_presence
 
 ONLINE_S = 15.0  # a worker heard from within this many seconds is online (3 missed beats)
 

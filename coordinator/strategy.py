@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from coordinator.aggregation import fold_in, fold_streamed, mean_into, zeros_like
-from protocol.messages import Reply, TrainConfig, Weights
-from protocol.stream import StreamedReply
+from fedmq.coordinator.aggregation import fold_in, fold_streamed, mean_into, zeros_like
+from fedmq.protocol.messages import Reply, TrainConfig, Weights
+from fedmq.protocol.stream import StreamedReply
 
 
 @dataclass(frozen=True)

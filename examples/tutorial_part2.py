@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from coordinator import Federation, RemoteModule, RemoteTensor, RemoteWorkerHandle
+from fedmq.coordinator import Federation, RemoteModule, RemoteTensor, RemoteWorkerHandle
 
 LR = 0.1
 TOLERANCE = 1e-6

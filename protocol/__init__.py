@@ -1,7 +1,7 @@
 """The wire contract: messages, the tensor codec and the error tree."""
 
-from protocol.commands import CommandBatch, CommandResult, Op, OpError
-from protocol.errors import (
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op, OpError
+from fedmq.protocol.errors import (
     BrokerError,
     BrokerUnreachable,
     ChunkError,
@@ -16,7 +16,7 @@ from protocol.errors import (
     Unroutable,
     UnsupportedVersion,
 )
-from protocol.messages import (
+from fedmq.protocol.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
     EvaluateTask,

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import torch
 
-from protocol.errors import DecodeError
+from fedmq.protocol.errors import DecodeError
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,

@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import DecodeError
-from protocol.names import NAME_PATTERN
-from protocol.operands import (
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.names import NAME_PATTERN
+from fedmq.protocol.operands import (
     Arg,
     Value,
     arg_from_wire,

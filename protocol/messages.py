@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
-from protocol.commands import COMMAND_KINDS, CommandBatch, CommandResult, command_from_wire, command_to_wire
-from protocol.errors import DecodeError, UnsupportedVersion
-from protocol.names import NAME_PATTERN as NAME_PATTERN  # re-exported: they lived here first
-from protocol.names import check_name as check_name
+from fedmq.protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
+from fedmq.protocol.commands import COMMAND_KINDS, CommandBatch, CommandResult, command_from_wire, command_to_wire
+from fedmq.protocol.errors import DecodeError, UnsupportedVersion
+from fedmq.protocol.names import NAME_PATTERN as NAME_PATTERN  # re-exported: they lived here first
+from fedmq.protocol.names import check_name as check_name
 
 PROTOCOL_VERSION = 1
 

@@ -17,8 +17,8 @@ from typing import Any, TypeAlias
 
 import torch
 
-from protocol.codec import DTYPE_NAMES, DTYPES, tensor_from_wire, tensor_to_wire, tensors_from_wire, tensors_to_wire
-from protocol.errors import DecodeError
+from fedmq.protocol.codec import DTYPE_NAMES, DTYPES, tensor_from_wire, tensor_to_wire, tensors_from_wire, tensors_to_wire
+from fedmq.protocol.errors import DecodeError
 
 MAX_DEPTH = 8  # argument nesting: an index like x[(slice, [1, 2]), ...] is three deep
 MAX_PLAIN_DEPTH = 64  # a module's layer structure: Sequential inside Sequential ...

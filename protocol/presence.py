@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from protocol.codec import pack, unpack
-from protocol.errors import DecodeError
+from fedmq.protocol.codec import pack, unpack
+from fedmq.protocol.errors import DecodeError
 
 KIND = "presence"
 ROLES = ("worker", "coordinator")

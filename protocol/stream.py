@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from protocol.codec import pack, tensor_layout
-from protocol.errors import DecodeError, UnsupportedVersion
-from protocol.messages import PROTOCOL_VERSION, Message, Reply, Weights, decode_message
-from protocol.walk import Cursor, Run, Walker
+from fedmq.protocol.codec import pack, tensor_layout
+from fedmq.protocol.errors import DecodeError, UnsupportedVersion
+from fedmq.protocol.messages import PROTOCOL_VERSION, Message, Reply, Weights, decode_message
+from fedmq.protocol.walk import Cursor, Run, Walker
 
 PIECE_ELEMENTS = 1 << 18  # the most elements one piece holds: bounds the temporaries of its users
 

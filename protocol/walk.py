@@ -15,8 +15,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from protocol.codec import MAX_CONTAINER_LEN, MAX_DEPTH, MAX_STR_LEN, value_budget
-from protocol.errors import DecodeError
+from fedmq.protocol.codec import MAX_CONTAINER_LEN, MAX_DEPTH, MAX_STR_LEN, value_budget
+from fedmq.protocol.errors import DecodeError
 
 _NUMBERS = {0xca: struct.Struct(">f"), 0xcb: struct.Struct(">d"), 0xcc: struct.Struct(">B"),
             0xcd: struct.Struct(">H"), 0xce: struct.Struct(">I"), 0xcf: struct.Struct(">Q"),

@@ -28,9 +28,9 @@ from urllib.parse import quote, unquote, urlsplit
 import pika
 import pytest
 
-from broker.rabbit_connection import redact
-from broker.settings import BrokerSettings
-from broker.topology import Topology
+from fedmq.broker.rabbit_connection import redact
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
 
 ENV_URL = "FEDMQ_TEST_BROKER"
 IMAGE = "rabbitmq:3-management"

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from protocol.errors import TaskError
+from fedmq.protocol.errors import TaskError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, ...), targets (B, ...)
 EVAL_BATCH = 1024  # rows per forward pass in evaluation: bounds activation memory, not a tuning knob

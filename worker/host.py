@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from broker.base import Broker
-from protocol.errors import BrokerError
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import Task, load_task
+from fedmq.broker.base import Broker
+from fedmq.protocol.errors import BrokerError
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.worker")
 TICK_S = 0.05  # how often the dispatcher sweeps its services' upkeep (heartbeats are every 5 s)

@@ -12,10 +12,10 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from broker.settings import BrokerSettings, open_broker
-from worker.host import Group, WorkerHost
-from worker.service import WorkerService
-from worker.settings import WorkerSettings, apply_torch_threads, release_large_buffers
+from fedmq.broker.settings import BrokerSettings, open_broker
+from fedmq.worker.host import Group, WorkerHost
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings, apply_torch_threads, release_large_buffers
 
 log = logging.getLogger("fedmq.worker")
 

@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from broker.base import Broker
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.errors import BrokerError
-from worker.host import dispatch
-from worker.service import WorkerService
-from worker.settings import ShardSpec, WorkerSettings
-from worker.task import Task
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.errors import BrokerError
+from fedmq.worker.host import dispatch
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import ShardSpec, WorkerSettings
+from fedmq.worker.task import Task
 
 log = logging.getLogger("fedmq.worker")
 

@@ -11,9 +11,9 @@ import logging
 import time
 from dataclasses import replace
 
-from broker.base import Broker
-from protocol.errors import BrokerError
-from protocol.presence import Presence, encode_presence
+from fedmq.broker.base import Broker
+from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.presence import Presence, encode_presence
 
 log = logging.getLogger("fedmq.worker")
 INTERVAL_S = 5.0

@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 import torch
 
-from broker.base import Broker, Delivery
-from protocol.commands import CommandBatch
-from protocol.errors import BrokerError, DecodeError, PublishRejected, TaskError, Unroutable
-from protocol.messages import (
+from fedmq.broker.base import Broker, Delivery
+from fedmq.protocol.commands import CommandBatch
+from fedmq.protocol.errors import BrokerError, DecodeError, PublishRejected, TaskError, Unroutable
+from fedmq.protocol.messages import (
     ErrorReply,
     EvaluateTask,
     Reply,
@@ -41,11 +41,11 @@ from protocol.messages import (
     decode_message,
     encode_message,
 )
-from worker.dedup import AnsweredTasks
-from worker.presence import Heartbeat
-from worker.remote.handler import RemoteCommands
-from worker.settings import WorkerSettings
-from worker.task import Dataset, Task, as_pair, load_task
+from fedmq.worker.dedup import AnsweredTasks
+from fedmq.worker.presence import Heartbeat
+from fedmq.worker.remote.handler import RemoteCommands
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import Dataset, Task, as_pair, load_task
 
 log = logging.getLogger("fedmq.worker")
 _Work = Callable[[], tuple[dict[str, float], float]]  # local work: (metrics, seconds)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from protocol.messages import check_name
-from worker.task import ShardSpec
+from fedmq.protocol.messages import check_name
+from fedmq.worker.task import ShardSpec
 
 __all__ = ["ALLOW_GET_CHOICES", "ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
 ALLOW_GET_CHOICES = ("none", "derived", "all")  # --allow-get: see worker.remote.store

@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protocol.errors import TaskError
-from protocol.messages import TrainConfig
-from worker import data, training
-from worker.data import as_pair as as_pair  # re-exported: it lived here first
+from fedmq.protocol.errors import TaskError
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import data, training
+from fedmq.worker.data import as_pair as as_pair  # re-exported: it lived here first
 
-BUILTIN = {"toy": "worker.tasks.toy", "digits": "worker.tasks.digits"}
+BUILTIN = {"toy": "fedmq.worker.tasks.toy", "digits": "fedmq.worker.tasks.digits"}
 PARTITIONS = ("iid", "label")
 REQUIRED = ("build_model", "load_shard")
 OPTIONAL = ("load_test", "train", "evaluate", "loss")

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker import data
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import data
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PROXIMAL_MU = "proximal_mu"  # the TrainConfig option FedProx sends

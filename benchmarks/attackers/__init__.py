@@ -22,8 +22,8 @@ import os
 import torch
 from torch import nn
 
-from worker.task import ShardSpec
-from worker.tasks import digits
+from fedmq.worker.task import ShardSpec
+from fedmq.worker.tasks import digits
 
 Weights = dict[str, torch.Tensor]
 ATTACKERS_ENV = "FEDMQ_BENCH_ATTACKERS"  # comma-separated shard indices of the colluding attackers

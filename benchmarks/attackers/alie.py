@@ -32,11 +32,11 @@ from benchmarks.attackers import DEFAULT_LR as DEFAULT_LR
 from benchmarks.attackers import build_model as build_model
 from benchmarks.attackers import load_test as load_test
 from benchmarks.attackers import change, colluders, send_update, snapshot
-from protocol.errors import TaskError
-from protocol.messages import TrainConfig
-from worker import training
-from worker.task import ShardSpec
-from worker.tasks import digits
+from fedmq.protocol.errors import TaskError
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
+from fedmq.worker.task import ShardSpec
+from fedmq.worker.tasks import digits
 
 BOOTSTRAPS = 4
 _spec: list[ShardSpec] = []  # this worker's shard, remembered by load_shard for train

@@ -14,7 +14,7 @@ from benchmarks.attackers import build_model as build_model
 from benchmarks.attackers import load_shard as load_shard
 from benchmarks.attackers import load_test as load_test
 from benchmarks.attackers import send_update, snapshot
-from protocol.messages import TrainConfig
+from fedmq.protocol.messages import TrainConfig
 
 STD = 1.0
 

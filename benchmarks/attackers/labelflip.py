@@ -13,8 +13,8 @@ from benchmarks.attackers import DEFAULT_LR as DEFAULT_LR
 from benchmarks.attackers import build_model as build_model
 from benchmarks.attackers import load_shard as load_shard
 from benchmarks.attackers import load_test as load_test
-from protocol.messages import TrainConfig
-from worker import training
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
 
 CLASSES = 10
 

@@ -5,17 +5,17 @@ into a running sum: memory O(model). Cohort strategies (fedmedian, fedtrimmedavg
 multikrum, bulyan; `holds_cohort = True`) hold every update of a round: memory O(model x replies).
 """
 
-from coordinator.strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
-from coordinator.strategies.registry import (
+from fedmq.coordinator.strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
+from fedmq.coordinator.strategies.registry import (
     STRATEGIES,
     build_strategy,
     describe_strategies,
     strategy_class,
     strategy_options,
 )
-from coordinator.strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from coordinator.strategies.state import decode_state, encode_state
-from coordinator.strategy import Failure, FedAvg, Strategy
+from fedmq.coordinator.strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from fedmq.coordinator.strategies.state import decode_state, encode_state
+from fedmq.coordinator.strategy import Failure, FedAvg, Strategy
 
 __all__ = [
     "STRATEGIES", "Bulyan", "Failure", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedMedian",

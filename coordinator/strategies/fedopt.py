@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from coordinator.aggregation import fold_in, fold_streamed, zeros_like
-from coordinator.strategies import server_opt
-from coordinator.strategies.state import KIND, check_fits, check_kind, flatten, tensors_under
-from coordinator.strategies.tensors import compute_dtype, sq_norm
-from coordinator.strategy import Failure, FedAvg, Strategy, StrategyMetrics, TrainOptions
-from protocol.errors import StrategyError
-from protocol.messages import Reply, TrainConfig, Weights
-from protocol.stream import StreamedReply
+from fedmq.coordinator.aggregation import fold_in, fold_streamed, zeros_like
+from fedmq.coordinator.strategies import server_opt
+from fedmq.coordinator.strategies.state import KIND, check_fits, check_kind, flatten, tensors_under
+from fedmq.coordinator.strategies.tensors import compute_dtype, sq_norm
+from fedmq.coordinator.strategy import Failure, FedAvg, Strategy, StrategyMetrics, TrainOptions
+from fedmq.protocol.errors import StrategyError
+from fedmq.protocol.messages import Reply, TrainConfig, Weights
+from fedmq.protocol.stream import StreamedReply
 
 
 def _check(name: str, value: float, low: float, high: float, *, closed_high: bool = False) -> None:

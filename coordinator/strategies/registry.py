@@ -15,10 +15,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
-from coordinator.strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from coordinator.strategy import FedAvg, Strategy
-from protocol.errors import StrategyError
+from fedmq.coordinator.strategies.fedopt import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
+from fedmq.coordinator.strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from fedmq.coordinator.strategy import FedAvg, Strategy
+from fedmq.protocol.errors import StrategyError
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg,

@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from coordinator.strategies import robust_math
-from coordinator.strategies.tensors import apply_delta, coordinatewise, mean_of
-from coordinator.strategy import Failure, Strategy, StrategyMetrics
-from protocol.errors import StrategyError, TrainingFailed
-from protocol.messages import Reply, Weights
+from fedmq.coordinator.strategies import robust_math
+from fedmq.coordinator.strategies.tensors import apply_delta, coordinatewise, mean_of
+from fedmq.coordinator.strategy import Failure, Strategy, StrategyMetrics
+from fedmq.protocol.errors import StrategyError, TrainingFailed
+from fedmq.protocol.messages import Reply, Weights
 
 
 class _Cohort(Strategy):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from protocol.messages import Weights
+from fedmq.protocol.messages import Weights
 
 
 def coordinate_median(stack: torch.Tensor) -> torch.Tensor:

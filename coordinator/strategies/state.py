@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from protocol.codec import tensor_from_wire, tensor_to_wire
-from protocol.errors import DecodeError, StrategyError
-from protocol.messages import Weights
+from fedmq.protocol.codec import tensor_from_wire, tensor_to_wire
+from fedmq.protocol.errors import DecodeError, StrategyError
+from fedmq.protocol.messages import Weights
 
 Plain = int | float | str | bool
 KIND = "kind"  # every stateful strategy records its registry name, so a resume cannot mix them

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from protocol.messages import Weights
+from fedmq.protocol.messages import Weights
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:

@@ -7,9 +7,9 @@ import torch
 
 from benchmarks import robust
 from benchmarks.attackers import ATTACKERS_ENV, alie
-from protocol.messages import TrainConfig
-from worker import training
-from worker.task import ShardSpec, load_task
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
+from fedmq.worker.task import ShardSpec, load_task
 
 SPEC = ShardSpec(5, 10, "label")
 CONFIG = TrainConfig(lr=0.1, seed=3)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import pika
 import torch
 
-from broker.base import Broker, DeadLetter
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from protocol.messages import ErrorReply, Reply, TrainTask, Weights, decode_message, encode_message
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.broker.base import Broker, DeadLetter
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.messages import ErrorReply, Reply, TrainTask, Weights, decode_message, encode_message
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 WAIT_S = 60.0  # an upper bound for a message to arrive, never a timing assertion
 TOY = load_task("toy")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.memory import MemoryBroker, MemoryHub
-from broker.topology import Topology
-from protocol.errors import PublishRejected
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.topology import Topology
+from fedmq.protocol.errors import PublishRejected
 
 
 def test_a_full_queue_refuses_a_publish_and_takes_the_next_once_there_is_room() -> None:

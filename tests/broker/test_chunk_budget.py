@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pika
 
-from broker.chunks import CHUNK_COUNT, MESSAGE_ID, TOTAL_SIZE, Assembled, Dropped, Reassembler, split
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from protocol.messages import Reply
+from fedmq.broker.chunks import CHUNK_COUNT, MESSAGE_ID, TOTAL_SIZE, Assembled, Dropped, Reassembler, split
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.messages import Reply
 from tests.broker.live_worker import dead_letters, live_worker, reply_of, train_task
 
 GIB = 1 << 30

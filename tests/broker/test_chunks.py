@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from broker.chunks import (
+from fedmq.broker.chunks import (
     CHUNK_COUNT,
     CHUNK_CRC,
     CHUNK_INDEX,

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.base import Broker
-from broker.memory import MemoryBroker, MemoryHub
-from broker.settings import BrokerSettings
+from fedmq.broker.base import Broker
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.settings import BrokerSettings
 
 Connect = Callable[..., Broker]
 
@@ -25,7 +25,7 @@ def connect(request: pytest.FixtureRequest) -> Iterator[Connect]:
     def make(user: str | None = None, **changes: object) -> Broker:
         if request.param == "memory":
             return MemoryBroker(hub, user)
-        from broker.rabbitmq import RabbitBroker
+        from fedmq.broker.rabbitmq import RabbitBroker
 
         settings: BrokerSettings = request.getfixturevalue("rabbit_settings")
         return RabbitBroker(dataclasses.replace(settings, **changes))  # type: ignore[arg-type]
@@ -76,7 +76,7 @@ def test_a_requeued_task_past_its_deadline_expires_instead_of_running_again(conn
 
 @pytest.mark.rabbitmq
 def test_a_reply_queue_past_its_bound_dead_letters_the_oldest(rabbit_settings: BrokerSettings) -> None:
-    from broker.rabbitmq import RabbitBroker
+    from fedmq.broker.rabbitmq import RabbitBroker
 
     # Given reply queues bounded to three messages
     bounded = dataclasses.replace(rabbit_settings, reply_queue_max_length=3)
@@ -99,7 +99,7 @@ def test_a_reply_queue_past_its_bound_dead_letters_the_oldest(rabbit_settings: B
 
 @pytest.mark.rabbitmq
 def test_every_delivery_names_the_user_that_published_it(rabbit_settings: BrokerSettings) -> None:
-    from broker.rabbitmq import RabbitBroker
+    from fedmq.broker.rabbitmq import RabbitBroker
 
     # Given the session's login (RabbitMQ holds user_id to it), and a chunked and a plain reply
     user = rabbit_settings.url.split("://", 1)[1].split(":", 1)[0]

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.errors import BrokerError, Unroutable
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.errors import BrokerError, Unroutable
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.poison import DELIVERY_COUNT, Redeliveries
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
+from fedmq.broker.poison import DELIVERY_COUNT, Redeliveries
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
 from tests.broker.live_worker import WAIT_S
 from tests.conftest import BrokerAdmin
 

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 import pika
 import pytest
 
-from broker import chunks
-from broker.base import Delivery
-from broker.rabbit_connection import redact
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from protocol.errors import BrokerError, BrokerUnreachable, Unroutable
+from fedmq.broker import chunks
+from fedmq.broker.base import Delivery
+from fedmq.broker.rabbit_connection import redact
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.protocol.errors import BrokerError, BrokerUnreachable, Unroutable
 
 if TYPE_CHECKING:
     from tests.conftest import BrokerAdmin

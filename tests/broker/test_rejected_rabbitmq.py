@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.errors import BrokerError
-from protocol.messages import Reply, TrainTask, decode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.messages import Reply, TrainTask, decode_message
 from tests.broker.live_worker import dead_letters, declare_raw, live_worker, reply_of, train_task
 
 REFUSE_ALL = {"x-max-length": 0, "x-overflow": "reject-publish"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.errors import Unroutable
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.errors import Unroutable
 from tests.broker.test_limits import Connect, connect  # noqa: F401 - the shared fixture
 
 WAIT_S = 10.0  # an upper bound for a message to arrive, never a timing assertion

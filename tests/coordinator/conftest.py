@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import BrokerSettings
-from coordinator import processes
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator import processes
 from tests.coordinator.remote_fixtures import broker_settings, fed  # noqa: F401 - fixtures: a Federation per broker
 
 ROOT = Path(__file__).resolve().parents[2]

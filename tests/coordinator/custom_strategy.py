@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coordinator.strategy import Failure, Strategy
-from protocol.messages import Reply, Weights
+from fedmq.coordinator.strategy import Failure, Strategy
+from fedmq.protocol.messages import Reply, Weights
 
 
 class KeepModel(Strategy):

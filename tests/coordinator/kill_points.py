@@ -13,13 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-import coordinator.checkpoint as checkpoint_module
-import coordinator.job as job_module
-from coordinator.checkpoint import save_checkpoint as save_checkpoint_of_job
-from coordinator.durable import replace_atomically as durable_replace
-from coordinator.evaluation import Evaluator
-from coordinator.metrics import MetricsLog, RoundMetrics
-from coordinator.rounds import ReplyCollector
+import fedmq.coordinator.checkpoint as checkpoint_module
+import fedmq.coordinator.job as job_module
+from fedmq.coordinator.checkpoint import save_checkpoint as save_checkpoint_of_job
+from fedmq.coordinator.durable import replace_atomically as durable_replace
+from fedmq.coordinator.evaluation import Evaluator
+from fedmq.coordinator.metrics import MetricsLog, RoundMetrics
+from fedmq.coordinator.rounds import ReplyCollector
 
 Patch = Callable[[Any, str, Any], None]
 Kill = Callable[[], NoReturn]

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import coordinator.async_job as async_job
-import coordinator.metrics as metrics_module
-from coordinator.cli import main
+import fedmq.coordinator.async_job as async_job
+import fedmq.coordinator.metrics as metrics_module
+from fedmq.coordinator.cli import main
 
 HOOKS: dict[str, tuple[Any, str]] = {
     "tasks": (async_job, "save_tasks"), "accepted": (async_job, "scaled"),

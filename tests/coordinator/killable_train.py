@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import NoReturn
 
-from coordinator.cli import main
+from fedmq.coordinator.cli import main
 from tests.coordinator import kill_points
 
 

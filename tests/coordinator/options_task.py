@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker import training
-from worker.tasks.digits import build_model, load_shard, load_test  # noqa: F401 - the task's contract
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
+from fedmq.worker.tasks.digits import build_model, load_shard, load_test  # noqa: F401 - the task's contract
 
 __all__ = ["build_model", "load_shard", "load_test", "train"]
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.settings import BrokerSettings
-from coordinator import Federation
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator import Federation
 
 WAIT_S = 30.0  # an upper bound for any answer, never a timing assertion
 

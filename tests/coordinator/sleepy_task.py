@@ -12,9 +12,9 @@ import time
 
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker import training
-from worker.tasks.digits import DEFAULT_LR, build_model, load_shard, load_test  # noqa: F401 - the task contract
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
+from fedmq.worker.tasks.digits import DEFAULT_LR, build_model, load_shard, load_test  # noqa: F401 - the task contract
 
 SLEEP_ENV = "FEDMQ_TEST_TRAIN_SLEEP_S"
 PAUSE_ENV = "FEDMQ_TEST_PAUSE_FILE"

@@ -5,9 +5,9 @@ import time
 
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker.tasks import toy
-from worker.tasks.toy import build_model, load_shard, loss  # noqa: F401 - the task contract
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.tasks import toy
+from fedmq.worker.tasks.toy import build_model, load_shard, loss  # noqa: F401 - the task contract
 
 TRAIN_SECONDS = 3.5
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker.task import ShardSpec
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.task import ShardSpec
 
 TAG_ENV = "FEDMQ_TEST_TAG_DIR"
 WORKERS_MAX = 8

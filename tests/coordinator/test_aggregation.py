@@ -2,9 +2,9 @@
 
 import torch
 
-from coordinator.aggregation import fit_error, fold_in, mean_into, weighted_mean, zeros_like
-from coordinator.strategy import FedAvg
-from protocol.messages import Reply
+from fedmq.coordinator.aggregation import fit_error, fold_in, mean_into, weighted_mean, zeros_like
+from fedmq.coordinator.strategy import FedAvg
+from fedmq.protocol.messages import Reply
 
 
 def _reply(worker: str, delta: float, examples: int) -> Reply:

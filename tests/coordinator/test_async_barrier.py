@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.async_barrier import AsyncBarrier, read_reply
-from coordinator.async_state import Outstanding
-from coordinator.barrier import Verdict
-from broker.base import Delivery
-from protocol.messages import ErrorReply, Reply, TrainTask, encode_message
+from fedmq.coordinator.async_barrier import AsyncBarrier, read_reply
+from fedmq.coordinator.async_state import Outstanding
+from fedmq.coordinator.barrier import Verdict
+from fedmq.broker.base import Delivery
+from fedmq.protocol.messages import ErrorReply, Reply, TrainTask, encode_message
 
 JOB = "j"
 TASKS = {"t-bob": Outstanding(task_id="t-bob", worker="bob", base=3, sent_at=0.0),

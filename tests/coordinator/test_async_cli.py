@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.async_settings import AsyncSettings, plan
-from coordinator.cli import main
-from coordinator.settings import TrainSettings
-from coordinator.staleness import Staleness, StalenessKind, parse_staleness
+from fedmq.coordinator.async_settings import AsyncSettings, plan
+from fedmq.coordinator.cli import main
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.staleness import Staleness, StalenessKind, parse_staleness
 
 
 @pytest.mark.parametrize(("text", "weights"), [

@@ -15,20 +15,20 @@ from typing import Any, NoReturn
 import pytest
 import torch
 
-import coordinator.async_job as async_job
-import coordinator.metrics as metrics_module
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.async_job import AsyncJob
-from coordinator.async_settings import AsyncSettings
-from coordinator.async_state import load_state
-from coordinator.metrics import read_metrics
-from coordinator.settings import TrainSettings
-from coordinator.staleness import Staleness, StalenessKind
-from protocol.messages import TrainConfig
+import fedmq.coordinator.async_job as async_job
+import fedmq.coordinator.metrics as metrics_module
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.async_job import AsyncJob
+from fedmq.coordinator.async_settings import AsyncSettings
+from fedmq.coordinator.async_state import load_state
+from fedmq.coordinator.metrics import read_metrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.staleness import Staleness, StalenessKind
+from fedmq.protocol.messages import TrainConfig
 from tests.coordinator import tagged_task
 from tests.coordinator.kill_points import Killed
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 WORKERS = ("w0", "w1", "w2")
 TAGGED = "tests.coordinator.tagged_task"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker.settings import BrokerSettings
-from coordinator.async_state import load_state
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.async_state import load_state
 from tests.coordinator import tagged_task
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
 

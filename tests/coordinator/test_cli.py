@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli import main
+from fedmq.coordinator.cli import main
 from tests.coordinator.conftest import ROOT, fedmq
 
 UNREACHABLE = "amqp://guest:s3cret@127.0.0.1:1/"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.cli import main
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.cli import main
 from tests.broker.live_worker import declare_raw
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.status import collect
-from protocol.presence import JobState
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.status import collect
+from fedmq.protocol.presence import JobState
 from tests.coordinator.conftest import ROOT, broker_args, fedmq
 
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.checkpoint import load_checkpoint
-from protocol.messages import SharedTask, TrainTask, decode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.checkpoint import load_checkpoint
+from fedmq.protocol.messages import SharedTask, TrainTask, decode_message
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
 from tests.coordinator.sleepy_task import PAUSE_ENV, SLEEP_ENV, STARTED
 

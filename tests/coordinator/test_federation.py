@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from coordinator import Federation, RemoteWorkerHandle
-from protocol.commands import Op
-from protocol.errors import OpNotAllowed, RemoteError, RemotePermissionError, StoreFull
-from protocol.operands import Ref, StoreInfo
-from worker.task import ShardSpec, load_task
+from fedmq.coordinator import Federation, RemoteWorkerHandle
+from fedmq.protocol.commands import Op
+from fedmq.protocol.errors import OpNotAllowed, RemoteError, RemotePermissionError, StoreFull
+from fedmq.protocol.operands import Ref, StoreInfo
+from fedmq.worker.task import ShardSpec, load_task
 
 
 def test_the_issue_example_runs_and_matches_local_torch(fed: Federation) -> None:

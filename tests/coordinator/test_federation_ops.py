@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coordinator import Federation
+from fedmq.coordinator import Federation
 
 Case = Callable[..., object]  # (a, b, labels) -> a tensor, or a tuple whose [0] is compared
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from coordinator import Federation
-from protocol.errors import RemotePermissionError
-from worker.task import ShardSpec, load_task
+from fedmq.coordinator import Federation
+from fedmq.protocol.errors import RemotePermissionError
+from fedmq.worker.task import ShardSpec, load_task
 
 
 def test_an_alias_of_a_tensor_trained_on_a_private_row_cannot_be_fetched(fed: Federation) -> None:

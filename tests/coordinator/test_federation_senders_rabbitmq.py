@@ -19,19 +19,19 @@ import pika
 import pytest
 import torch
 
-from broker.provision import Credentials, permissions
-from broker.rabbitmq import RabbitBroker
-from broker.topology import Topology
-from coordinator import Federation
-from protocol.commands import CommandBatch, CommandResult, Op
-from protocol.messages import encode_message
-from protocol.operands import Ref, StoreInfo
+from fedmq.broker.provision import Credentials, permissions
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.topology import Topology
+from fedmq.coordinator import Federation
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op
+from fedmq.protocol.messages import encode_message
+from fedmq.protocol.operands import Ref, StoreInfo
 from tests.conftest import BrokerAdmin
 from tests.security.conftest import Federation as Provisioned
 from tests.security.conftest import federation  # noqa: F401 - the provisioned broker fixture
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 pytestmark = pytest.mark.rabbitmq
 WAIT_S = 30.0  # an upper bound for any answer, never a timing assertion

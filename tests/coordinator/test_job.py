@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.errors import TrainingFailed
-from protocol.messages import TrainConfig, Weights
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.errors import TrainingFailed
+from fedmq.protocol.messages import TrainConfig, Weights
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 FIELDS = {"round", "wall_s", "worker_train_s", "replies", "dropped", "train_loss", "eval_loss", "eval_accuracy"}
 

@@ -14,16 +14,16 @@ from typing import NoReturn
 
 import pytest
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.checkpoint import load_checkpoint
-from coordinator.job import TrainingJob
-from coordinator.metrics import MetricsLog, read_metrics
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.checkpoint import load_checkpoint
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import MetricsLog, read_metrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig
 from tests.coordinator import kill_points
 from tests.coordinator.kill_points import Killed
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 WORKERS = ("bob", "alice")
 ROUNDS = 3

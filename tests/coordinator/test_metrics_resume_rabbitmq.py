@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import BrokerSettings
-from coordinator.checkpoint import load_checkpoint
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.checkpoint import load_checkpoint
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
 
 POINTS = ("sent", "line", "torn line", "checkpoint cut", "checkpointed")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli import main
-from coordinator.plot import plot_metrics
+from fedmq.coordinator.cli import main
+from fedmq.coordinator.plot import plot_metrics
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -45,7 +45,7 @@ def test_a_sync_and_an_async_run_share_one_picture_against_seconds(tmp_path: Pat
     assert main(["plot", str(sync), str(fast), "--x", "seconds", "-o", str(out)]) == 0
     # Then one PNG holds them, and the sync run's x is the running sum of its rounds' times
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from coordinator.metrics import read_metrics
-    from coordinator.plot import XAxis, x_values
+    from fedmq.coordinator.metrics import read_metrics
+    from fedmq.coordinator.plot import XAxis, x_values
     assert x_values(read_metrics(sync), XAxis.SECONDS) == [2.5, 5.0, 7.5]
     assert x_values(read_metrics(fast), XAxis.SECONDS) == pytest.approx([0.4 * v for v in range(1, 8)])

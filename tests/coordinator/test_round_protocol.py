@@ -5,15 +5,15 @@ from pathlib import Path
 
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.sampling import Sampling
-from coordinator.settings import TrainSettings
-from coordinator.strategies import FedProx
-from protocol.messages import Reply, TrainConfig, Weights
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.sampling import Sampling
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.strategies import FedProx
+from fedmq.protocol.messages import Reply, TrainConfig, Weights
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 WORKERS = tuple(f"w{i}" for i in range(5))
 

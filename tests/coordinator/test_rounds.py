@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from broker.base import Broker, DeadLetter
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.rounds import ReplyCollector
-from protocol.messages import ErrorReply, Reply, encode_message
+from fedmq.broker.base import Broker, DeadLetter
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.rounds import ReplyCollector
+from fedmq.protocol.messages import ErrorReply, Reply, encode_message
 
 JOB, WORKERS = "job", ["alice", "bob"]
 Connect = Callable[[], Broker]
@@ -28,7 +28,7 @@ def connect(request: pytest.FixtureRequest) -> Iterator[Connect]:
         def make() -> Broker:
             return MemoryBroker(hub)
     else:
-        from broker.rabbitmq import RabbitBroker
+        from fedmq.broker.rabbitmq import RabbitBroker
 
         settings = request.getfixturevalue("rabbit_settings")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from coordinator.sampling import Sampling, sample
+from fedmq.coordinator.sampling import Sampling, sample
 
 WORKERS = [f"w{i}" for i in range(10)]
 

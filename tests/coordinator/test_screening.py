@@ -8,14 +8,14 @@ import threading
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.screening import update_error
-from coordinator.settings import TrainSettings
-from protocol.messages import Reply, SharedTask, TrainConfig, TrainTask, decode_message, encode_message
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.screening import update_error
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import Reply, SharedTask, TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 W = {"w": torch.zeros(3), "b": torch.zeros(1), "steps": torch.zeros((), dtype=torch.int64)}
 

@@ -7,18 +7,18 @@ import time
 import pytest
 from rich.console import Console
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.presence import announce
-from coordinator.settings import TrainSettings
-from coordinator.status import collect, render
-from protocol.errors import DecodeError, TrainingFailed
-from protocol.messages import TrainConfig
-from protocol.presence import JobState, Presence, decode_presence, encode_presence
-from worker.pool import LocalWorkers
-from worker.presence import Heartbeat
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.presence import announce
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.status import collect, render
+from fedmq.protocol.errors import DecodeError, TrainingFailed
+from fedmq.protocol.messages import TrainConfig
+from fedmq.protocol.presence import JobState, Presence, decode_presence, encode_presence
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.presence import Heartbeat
+from fedmq.worker.task import load_task
 
 
 def test_status_lists_beating_workers_their_queues_and_the_jobs_progress() -> None:
@@ -94,7 +94,7 @@ def test_a_hostile_beat_is_ignored_by_status() -> None:
     {"kind": "train", "role": "worker", "name": "x", "state": "", "at": 1.0},
 ])
 def test_malformed_presence_is_a_decode_error(body: dict[str, object]) -> None:
-    from protocol.codec import pack
+    from fedmq.protocol.codec import pack
 
     # Given a presence-like map with one field wrong; When decoded; Then DecodeError
     with pytest.raises(DecodeError):

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from coordinator.strategies import STRATEGIES, build_strategy
-from protocol.messages import TrainConfig, Weights
-from worker.pool import LocalWorkers
-from worker.task import load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.coordinator.strategies import STRATEGIES, build_strategy
+from fedmq.protocol.messages import TrainConfig, Weights
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.task import load_task
 
 WORKERS = tuple(f"w{i}" for i in range(7))  # Bulyan with f=1 needs 4f + 3 = 7
 

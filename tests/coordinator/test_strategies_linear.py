@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from coordinator.strategies import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
-from coordinator.strategies.fedopt import _Adaptive
-from coordinator.strategy import Failure, FedAvg
-from protocol.errors import StrategyError
-from protocol.messages import TrainConfig
+from fedmq.coordinator.strategies import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
+from fedmq.coordinator.strategies.fedopt import _Adaptive
+from fedmq.coordinator.strategy import Failure, FedAvg
+from fedmq.protocol.errors import StrategyError
+from fedmq.protocol.messages import TrainConfig
 from tests.coordinator.strategy_helpers import model, reply, run_round, values
 
 

@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.cli import main
-from coordinator.strategies import STRATEGIES
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.cli import main
+from fedmq.coordinator.strategies import STRATEGIES
 from tests.coordinator.conftest import StartWorkers, broker_args
 
 WORKERS = [f"s{i}" for i in range(7)]  # Bulyan with f=1 needs 4f + 3 = 7

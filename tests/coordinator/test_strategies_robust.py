@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.strategies import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from coordinator.strategies import robust_math
-from coordinator.strategy import Failure, Strategy
-from protocol.errors import StrategyError, TrainingFailed
-from protocol.messages import Reply
+from fedmq.coordinator.strategies import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from fedmq.coordinator.strategies import robust_math
+from fedmq.coordinator.strategy import Failure, Strategy
+from fedmq.protocol.errors import StrategyError, TrainingFailed
+from fedmq.protocol.messages import Reply
 from tests.coordinator.strategy_helpers import model, reply, run_round, values
 
 

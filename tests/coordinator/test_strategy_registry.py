@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.strategies import (
+from fedmq.coordinator.strategies import (
     STRATEGIES,
     FedAdam,
     Krum,
@@ -12,8 +12,8 @@ from coordinator.strategies import (
     build_strategy,
     describe_strategies,
 )
-from coordinator.strategy import FedAvg
-from protocol.errors import StrategyError
+from fedmq.coordinator.strategy import FedAvg
+from fedmq.protocol.errors import StrategyError
 from tests.coordinator.custom_strategy import KeepModel
 
 ALL = ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.strategies import STRATEGIES, FedAdam, FedAvgM, build_strategy, decode_state, encode_state
-from coordinator.strategy import Failure, Strategy
-from protocol.codec import pack, unpack
-from protocol.errors import DecodeError, StrategyError
-from protocol.messages import Reply, Weights
+from fedmq.coordinator.strategies import STRATEGIES, FedAdam, FedAvgM, build_strategy, decode_state, encode_state
+from fedmq.coordinator.strategy import Failure, Strategy
+from fedmq.protocol.codec import pack, unpack
+from fedmq.protocol.errors import DecodeError, StrategyError
+from fedmq.protocol.messages import Reply, Weights
 from tests.coordinator.strategy_helpers import run_round
 
 

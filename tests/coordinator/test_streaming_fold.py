@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-from broker.chunks import split
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.rounds import ReplyCollector
-from coordinator.screening import streamed_update_error, update_error
-from coordinator.strategies.fedopt import FedAdam, FedAvgM, FedProx
-from coordinator.strategy import FedAvg, Strategy
-from protocol.messages import Reply, Weights, decode_message, encode_message
-from protocol.stream import StreamedReply, read_reply
+from fedmq.broker.chunks import split
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.rounds import ReplyCollector
+from fedmq.coordinator.screening import streamed_update_error, update_error
+from fedmq.coordinator.strategies.fedopt import FedAdam, FedAvgM, FedProx
+from fedmq.coordinator.strategy import FedAvg, Strategy
+from fedmq.protocol.messages import Reply, Weights, decode_message, encode_message
+from fedmq.protocol.stream import StreamedReply, read_reply
 
 JOB = "job"
 # Chunk sizes: one part, the transport's default, and sizes that split elements between parts.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.checkpoint import load_checkpoint
-from protocol.messages import TrainConfig, TrainTask, encode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.checkpoint import load_checkpoint
+from fedmq.protocol.messages import TrainConfig, TrainTask, encode_message
 from tests.coordinator.conftest import ROOT, StartWorkers, broker_args, fedmq
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from broker.settings import BrokerSettings
-from coordinator import Federation
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator import Federation
 from examples import tutorial_part2
 from tests.coordinator.conftest import ROOT, StartWorkers
 

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol.messages import decode_message
-from protocol.presence import decode_presence
+from fedmq.protocol.messages import decode_message
+from fedmq.protocol.presence import decode_presence
 from tests.fuzz.bombs import BOMBS, WRAPPERS
 
 DECODERS: dict[str, Callable[[bytes | list[bytes]], object]] = {

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgpack
 from hypothesis import strategies as st
 
-from protocol.messages import PROTOCOL_VERSION
+from fedmq.protocol.messages import PROTOCOL_VERSION
 
 MAX_ARRAY = 1 << 16  # items per container: well under every per-container limit, so only a budget on
 # the whole message stops the bomb

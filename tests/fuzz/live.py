@@ -12,8 +12,8 @@ import pika
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from broker import chunks
-from broker.settings import BrokerSettings
+from fedmq.broker import chunks
+from fedmq.broker.settings import BrokerSettings
 
 SCALE = int(os.environ.get("FEDMQ_FUZZ_SCALE", "1"))  # benchmarks/fuzz.py runs longer campaigns
 WAIT_S = 120.0 * SCALE

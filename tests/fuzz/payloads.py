@@ -20,9 +20,9 @@ import msgpack
 import torch
 from hypothesis import strategies as st
 
-from broker import chunks
+from fedmq.broker import chunks
 from tests.fuzz.bombs import bomb_payloads
-from protocol.messages import PROTOCOL_VERSION, Reply, TrainConfig, TrainTask, encode_message
+from fedmq.protocol.messages import PROTOCOL_VERSION, Reply, TrainConfig, TrainTask, encode_message
 
 JOB = "fuzz"
 NOT_A_MODEL = {"w": torch.arange(3, dtype=torch.float32)}

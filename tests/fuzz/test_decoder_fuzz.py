@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker import chunks
-from protocol.codec import MAX_DEPTH, tensor_from_wire, unpack
-from protocol.errors import DecodeError
-from protocol.messages import decode_message
-from protocol.presence import decode_presence
+from fedmq.broker import chunks
+from fedmq.protocol.codec import MAX_DEPTH, tensor_from_wire, unpack
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import decode_message
+from fedmq.protocol.presence import decode_presence
 from tests.fuzz.bombs import bomb_items, count_values, nested_bombs
 from tests.fuzz.live import SCALE
 from tests.fuzz.payloads import Frames, chunk_attacks, payloads

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker import chunks
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from coordinator.checkpoint import load_checkpoint
+from fedmq.broker import chunks
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.checkpoint import load_checkpoint
 from tests.coordinator.conftest import ROOT, broker_args, fedmq
 from tests.fuzz import live
 from tests.fuzz.payloads import chunk_attacks, payloads

@@ -23,12 +23,12 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.commands import Op
-from protocol.operands import Arg, ModuleSpec, Ref, Value
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import Arg, ModuleSpec, Ref, Value
 from tests.fuzz.live import SCALE
 from tests.worker.remote_rig import Worker
-from worker.remote.layers import describe
-from worker.task import ShardSpec, load_task
+from fedmq.worker.remote.layers import describe
+from fedmq.worker.task import ShardSpec, load_task
 
 PROGRAMS, ACTIONS = 24 * SCALE, 40
 Shape = tuple[int, ...]

@@ -15,13 +15,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.memory import MemoryBroker, MemoryHub
-from coordinator.rounds import ReplyCollector
-from protocol.messages import Reply, TrainTask, decode_message, encode_message
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.coordinator.rounds import ReplyCollector
+from fedmq.protocol.messages import Reply, TrainTask, decode_message, encode_message
 from tests.fuzz.payloads import payloads
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 TOY = load_task("toy")
 SENDERS = ["coordinator", "analyst", "w", "other-worker", None]  # None: a message without a user_id

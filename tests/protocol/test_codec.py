@@ -4,8 +4,8 @@ import msgpack
 import pytest
 import torch
 
-from protocol.codec import DTYPES, pack, tensor_from_wire, tensor_to_wire, unpack
-from protocol.errors import DecodeError
+from fedmq.protocol.codec import DTYPES, pack, tensor_from_wire, tensor_to_wire, unpack
+from fedmq.protocol.errors import DecodeError
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()))

@@ -4,10 +4,10 @@ import msgpack
 import pytest
 import torch
 
-from protocol.commands import CommandBatch, CommandResult, Op, OpError
-from protocol.errors import DecodeError
-from protocol.messages import decode_message, encode_message
-from protocol.operands import ModuleSpec, Ref, StoreInfo, TensorMeta
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op, OpError
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import decode_message, encode_message
+from fedmq.protocol.operands import ModuleSpec, Ref, StoreInfo, TensorMeta
 
 TOKEN = "ab" * 32
 LAYERS = {"layer": "Linear", "args": {"in_features": 2, "out_features": 1, "bias": True}, "train": True}

@@ -17,10 +17,10 @@ import msgpack
 import pytest
 import torch
 
-from protocol.codec import BASE_VALUES, MAX_DEPTH, unpack, value_budget
-from protocol.errors import DecodeError
-from protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
-from protocol.presence import decode_presence
+from fedmq.protocol.codec import BASE_VALUES, MAX_DEPTH, unpack, value_budget
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.protocol.presence import decode_presence
 from tests.fuzz.bombs import BOMBS, WRAPPERS
 
 ROOT = Path(__file__).resolve().parents[2]

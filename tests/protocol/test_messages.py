@@ -4,8 +4,8 @@ import msgpack
 import pytest
 import torch
 
-from protocol.errors import DecodeError, UnsupportedVersion
-from protocol.messages import (
+from fedmq.protocol.errors import DecodeError, UnsupportedVersion
+from fedmq.protocol.messages import (
     ErrorReply,
     EvaluateTask,
     Message,

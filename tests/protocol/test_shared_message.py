@@ -6,8 +6,8 @@ import msgpack
 import pytest
 import torch
 
-from protocol.errors import DecodeError
-from protocol.messages import (
+from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.messages import (
     MAX_ASSIGNMENTS,
     PROTOCOL_VERSION,
     Assignment,

@@ -7,11 +7,11 @@ import struct
 import pytest
 import torch
 
-from broker.chunks import split
-from protocol.codec import BASE_VALUES, MAX_DEPTH, pack, tensors_to_wire
-from protocol.errors import DecodeError, UnsupportedVersion
-from protocol.messages import ErrorReply, Reply, decode_message, encode_message
-from protocol.stream import StreamedReply, read_reply
+from fedmq.broker.chunks import split
+from fedmq.protocol.codec import BASE_VALUES, MAX_DEPTH, pack, tensors_to_wire
+from fedmq.protocol.errors import DecodeError, UnsupportedVersion
+from fedmq.protocol.messages import ErrorReply, Reply, decode_message, encode_message
+from fedmq.protocol.stream import StreamedReply, read_reply
 
 
 def _reply(**update: torch.Tensor) -> Reply:

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker.provision import Credentials, load_credentials
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.cli import main
+from fedmq.broker.provision import Credentials, load_credentials
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.cli import main
 
 if TYPE_CHECKING:
     from tests.conftest import BrokerAdmin

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from broker.provision import Credentials, login_url
+from fedmq.broker.provision import Credentials, login_url
 from tests.conftest import BrokerAdmin
 
 WAIT_S = 60.0

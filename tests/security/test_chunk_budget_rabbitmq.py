@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import pika
 
-from broker.chunks import CHUNK_COUNT, MESSAGE_ID, STALL_S, TOTAL_SIZE, Frame, split
-from broker.provision import Credentials
-from broker.rabbitmq import RabbitBroker
+from fedmq.broker.chunks import CHUNK_COUNT, MESSAGE_ID, STALL_S, TOTAL_SIZE, Frame, split
+from fedmq.broker.provision import Credentials
+from fedmq.broker.rabbitmq import RabbitBroker
 from tests.broker.live_worker import WAIT_S
 from tests.security.conftest import Federation
 

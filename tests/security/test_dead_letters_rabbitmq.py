@@ -11,10 +11,10 @@ import pika
 import pika.exceptions as px
 import pytest
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from protocol.messages import Reply
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.protocol.messages import Reply
 from tests.broker.live_worker import dead_letters, live_worker, reply_of, train_task
 from tests.security.conftest import Federation
 

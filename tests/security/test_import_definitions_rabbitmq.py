@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker.provision import load_credentials
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from coordinator.cli import main
+from fedmq.broker.provision import load_credentials
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.cli import main
 from tests.conftest import BrokerAdmin
 
 

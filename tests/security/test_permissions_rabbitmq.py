@@ -15,9 +15,9 @@ import pika.exceptions as px
 import pytest
 import torch
 
-from broker.rabbitmq import RabbitBroker
-from coordinator.rounds import ReplyCollector
-from protocol.messages import Reply, encode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.coordinator.rounds import ReplyCollector
+from fedmq.protocol.messages import Reply, encode_message
 from tests.coordinator.conftest import ROOT, fedmq
 from tests.security.conftest import Federation
 

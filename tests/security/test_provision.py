@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.admin import apply_definitions
-from broker.provision import load_credentials, password_hash, permissions, provision
-from broker.topology import Topology
-from coordinator.cli import main
-from protocol.errors import BrokerError
+from fedmq.broker.admin import apply_definitions
+from fedmq.broker.provision import load_credentials, password_hash, permissions, provision
+from fedmq.broker.topology import Topology
+from fedmq.coordinator.cli import main
+from fedmq.protocol.errors import BrokerError
 
 T = Topology("fl")
 NAMES = ["fl.tasks", "fl.replies", "fl.dlx", "fl.dead-letters", "fl.tasks.alice", "fl.tasks.bob",

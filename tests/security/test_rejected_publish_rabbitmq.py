@@ -7,10 +7,10 @@ task whose reply was refused is dead-lettered, and the next task is answered.
 
 from __future__ import annotations
 
-from broker.provision import permissions
-from broker.rabbitmq import RabbitBroker
-from broker.topology import Topology
-from protocol.messages import Reply
+from fedmq.broker.provision import permissions
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.topology import Topology
+from fedmq.protocol.messages import Reply
 from tests.broker.live_worker import live_worker, reply_of, train_task
 from tests.conftest import BrokerAdmin
 from tests.security.conftest import Federation

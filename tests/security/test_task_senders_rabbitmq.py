@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from broker.rabbitmq import RabbitBroker
-from protocol.messages import Reply, TrainTask, decode_message
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.protocol.messages import Reply, TrainTask, decode_message
 from tests.broker.live_worker import dead_letters, live_worker, reply_of, train_task
 from tests.conftest import BrokerAdmin
 from tests.security.conftest import Federation

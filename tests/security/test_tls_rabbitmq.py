@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.rabbitmq import RabbitBroker
-from broker.settings import BrokerSettings
-from broker.topology import Topology
-from protocol.errors import BrokerError, BrokerUnreachable
+from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import Topology
+from fedmq.protocol.errors import BrokerError, BrokerUnreachable
 from tests.coordinator.conftest import ROOT, fedmq
 from tests.security.certs import Pki, make_pki
 from tests.security.tls_broker import tls_broker

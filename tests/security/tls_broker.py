@@ -21,8 +21,8 @@ from pathlib import Path
 import pika
 import pika.exceptions as px
 
-from broker.rabbitmq_params import tls_context
-from broker.settings import BrokerSettings
+from fedmq.broker.rabbitmq_params import tls_context
+from fedmq.broker.settings import BrokerSettings
 from tests.conftest import docker_answers
 from tests.security.certs import Pki, make_pki
 

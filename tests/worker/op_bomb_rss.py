@@ -19,13 +19,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from protocol.commands import Op
-from protocol.operands import ModuleSpec, Ref
-from worker.remote.context import Context
-from worker.remote.executor import Executor
-from worker.remote.layers import describe
-from worker.remote.store import ALLOW_GET, Limits, ObjectStore
-from worker.task import ShardSpec, load_task
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import ModuleSpec, Ref
+from fedmq.worker.remote.context import Context
+from fedmq.worker.remote.executor import Executor
+from fedmq.worker.remote.layers import describe
+from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore
+from fedmq.worker.task import ShardSpec, load_task
 
 
 def _send(object_id: int, tensor: torch.Tensor) -> Op:
@@ -86,7 +86,7 @@ def main(bomb: str, cap_mib: int) -> dict[str, object]:
                                 ALLOW_GET["none"]))
     opened = getattr(store, "open", None)  # the store's API before and after sessions had owners
     if opened is not None:
-        from worker.remote.store import Owner
+        from fedmq.worker.remote.store import Owner
         session = opened("c-bomb", Owner("ab" * 16, None))
     else:
         session = store.session("c-bomb")  # type: ignore[attr-defined,unused-ignore]

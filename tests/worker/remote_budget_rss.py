@@ -22,14 +22,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.commands import CommandBatch, CommandResult, Op
-from protocol.messages import decode_message, encode_message
-from protocol.operands import ModuleSpec, Plain, Ref
-from worker.remote.layers import describe
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op
+from fedmq.protocol.messages import decode_message, encode_message
+from fedmq.protocol.operands import ModuleSpec, Plain, Ref
+from fedmq.worker.remote.layers import describe
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec
 
 CLIENT, TOKEN, WORKER = "c-attacker", "ab" * 16, "bob"
 Batches = list[list[Op]]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.commands import Op, OpError
-from protocol.operands import ModuleSpec, Ref, Value
-from worker.remote.context import Context
-from worker.remote.executor import Executor, Outcome
-from worker.remote.layers import describe
-from worker.remote.store import ALLOW_GET, Limits, ObjectStore, Owner
-from worker.task import Dataset, ShardSpec, load_task
+from fedmq.protocol.commands import Op, OpError
+from fedmq.protocol.operands import ModuleSpec, Ref, Value
+from fedmq.worker.remote.context import Context
+from fedmq.worker.remote.executor import Executor, Outcome
+from fedmq.worker.remote.layers import describe
+from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore, Owner
+from fedmq.worker.task import Dataset, ShardSpec, load_task
 
 CLIENT, TOKEN = "c-attacker", "ab" * 16
 

@@ -7,7 +7,7 @@ Regression of y = 2x - 1 on 16 points; each shard takes every count-th row.
 import torch
 from torch import nn
 
-from worker.task import ShardSpec
+from fedmq.worker.task import ShardSpec
 
 DEFAULT_LR = 0.02
 

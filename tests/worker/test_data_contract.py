@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from protocol.errors import TaskError
-from protocol.messages import TrainConfig, TrainTask, decode_message, encode_message
-from worker import training
-from worker.data import size
-from worker.task import ShardSpec, Task, load_task
+from fedmq.protocol.errors import TaskError
+from fedmq.protocol.messages import TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.worker import training
+from fedmq.worker.data import size
+from fedmq.worker.task import ShardSpec, Task, load_task
 
 
 class Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):

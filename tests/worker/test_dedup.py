@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from protocol.messages import TrainConfig, TrainTask
+from fedmq.protocol.messages import TrainConfig, TrainTask
 from tests.worker.test_service import JOB, global_weights, serving
-from worker.dedup import AnsweredTasks
-from worker.task import load_task
+from fedmq.worker.dedup import AnsweredTasks
+from fedmq.worker.task import load_task
 
 
 def test_answered_tasks_forget_the_oldest_beyond_their_capacity() -> None:

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from broker.memory import MemoryBroker, MemoryHub
-from broker.settings import BrokerSettings
-from coordinator.cli_workers import expand_ids
-from coordinator.job import TrainingJob
-from coordinator.metrics import RoundMetrics
-from coordinator.settings import TrainSettings
-from protocol.messages import TrainConfig, TrainTask, Weights, decode_message, encode_message
-from protocol.presence import decode_presence
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator.cli_workers import expand_ids
+from fedmq.coordinator.job import TrainingJob
+from fedmq.coordinator.metrics import RoundMetrics
+from fedmq.coordinator.settings import TrainSettings
+from fedmq.protocol.messages import TrainConfig, TrainTask, Weights, decode_message, encode_message
+from fedmq.protocol.presence import decode_presence
 from tests.coordinator.conftest import ROOT, broker_args, fedmq
-from worker.host import dispatch
-from worker.pool import LocalWorkers
-from worker.service import WorkerService
-from worker.settings import ShardSpec, WorkerSettings
-from worker.task import load_task
+from fedmq.worker.host import dispatch
+from fedmq.worker.pool import LocalWorkers
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import ShardSpec, WorkerSettings
+from fedmq.worker.task import load_task
 
 SIXTEEN = tuple(f"h{i}" for i in range(16))
 

@@ -24,15 +24,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.commands import CommandBatch, CommandResult, Op
-from protocol.messages import Reply, TrainTask, decode_message, encode_message
-from protocol.operands import Ref
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op
+from fedmq.protocol.messages import Reply, TrainTask, decode_message, encode_message
+from fedmq.protocol.operands import Ref
 from tests.worker.test_service import global_weights
-from worker.remote.store import MAX_LOST
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.worker.remote.store import MAX_LOST
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 WORKER, JOB = "bob", "job-1"
 WAIT_S = 120.0  # an upper bound for an answer, never a timing assertion

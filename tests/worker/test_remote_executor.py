@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.commands import Op, OpError
-from protocol.operands import ModuleSpec, Ref, StoreInfo, Value
-from worker.remote import store as store_module
-from worker.remote.context import Context
-from worker.remote.executor import Executor, Outcome
-from worker.remote.layers import describe
-from worker.remote.store import ALLOW_GET, Limits, ObjectStore, Session
-from worker.task import ShardSpec, load_task
+from fedmq.protocol.commands import Op, OpError
+from fedmq.protocol.operands import ModuleSpec, Ref, StoreInfo, Value
+from fedmq.worker.remote import store as store_module
+from fedmq.worker.remote.context import Context
+from fedmq.worker.remote.executor import Executor, Outcome
+from fedmq.worker.remote.layers import describe
+from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore, Session
+from fedmq.worker.task import ShardSpec, load_task
 
 CLIENT = "c-test"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from protocol.commands import CommandBatch, CommandResult, Op
-from protocol.messages import Reply, TrainTask, decode_message, encode_message
-from protocol.operands import Ref, StoreInfo
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op
+from fedmq.protocol.messages import Reply, TrainTask, decode_message, encode_message
+from fedmq.protocol.operands import Ref, StoreInfo
 from tests.worker.test_service import JOB, WAIT_S, Rig, global_weights, serving
-from worker.task import load_task
+from fedmq.worker.task import load_task
 
 CLIENT = JOB  # a client's answers go to the job its id names
 TOKEN = "c0" * 32  # the client's token for this worker

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.commands import Op
-from protocol.operands import Ref, TensorMeta, Value
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import Ref, TensorMeta, Value
 from tests.worker.remote_rig import Worker, call, dataset, get, module, send
-from worker.remote import sizing
+from fedmq.worker.remote import sizing
 
 
 def _outcome_value(worker: Worker, *ops: Op) -> Value | str:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from broker.memory import MemoryBroker
-from coordinator import Federation
-from protocol.commands import CommandBatch, CommandResult, Op
-from protocol.errors import RemoteError
-from protocol.messages import encode_message
-from protocol.operands import StoreInfo
+from fedmq.broker.memory import MemoryBroker
+from fedmq.coordinator import Federation
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op
+from fedmq.protocol.errors import RemoteError
+from fedmq.protocol.messages import encode_message
+from fedmq.protocol.operands import StoreInfo
 
 WAIT_S = 30.0  # an upper bound for any answer, never a timing assertion
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.commands import Op
-from protocol.operands import Ref
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import Ref
 from tests.coordinator.conftest import ROOT
 from tests.worker.op_bomb_rss import BOMBS
 from tests.worker.remote_rig import Worker, call, get, module, send
-from worker.remote import allowlist, sizing
-from worker.remote.store import Limits
+from fedmq.worker.remote import allowlist, sizing
+from fedmq.worker.remote.store import Limits
 
 CAP = 64 << 20
 MARGIN_MIB = 16.0  # allocator noise and the refusal's own small objects: a bomb's 1 GiB would not fit

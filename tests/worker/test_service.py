@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.errors import TaskError
-from protocol.messages import (
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.errors import TaskError
+from fedmq.protocol.messages import (
     ErrorReply,
     EvaluateTask,
     Message,
@@ -25,9 +25,9 @@ from protocol.messages import (
     decode_message,
     encode_message,
 )
-from worker.service import WorkerService, resolve_device
-from worker.settings import WorkerSettings, apply_torch_threads
-from worker.task import ShardSpec, Task, load_task
+from fedmq.worker.service import WorkerService, resolve_device
+from fedmq.worker.settings import WorkerSettings, apply_torch_threads
+from fedmq.worker.task import ShardSpec, Task, load_task
 
 JOB = "job-1"
 WORKER = "w0"

@@ -3,10 +3,10 @@ only its own part, and never another worker's task id or config."""
 
 from __future__ import annotations
 
-from protocol.codec import pack, tensors_to_wire
-from protocol.messages import PROTOCOL_VERSION, Assignment, Reply, SharedTask, TrainConfig
+from fedmq.protocol.codec import pack, tensors_to_wire
+from fedmq.protocol.messages import PROTOCOL_VERSION, Assignment, Reply, SharedTask, TrainConfig
 from tests.worker.test_service import JOB, WAIT_S, WORKER, global_weights, serving
-from worker.task import load_task
+from fedmq.worker.task import load_task
 
 
 def test_a_shared_task_runs_the_workers_own_part_only() -> None:

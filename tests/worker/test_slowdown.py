@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.protocol.messages import Reply, TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 
 def test_a_slowed_worker_sleeps_factor_minus_one_times_its_training_and_reports_it(

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from protocol.errors import TaskError
-from protocol.messages import TrainConfig
-from worker.task import ShardSpec, load_task
-from worker.tasks import digits
+from fedmq.protocol.errors import TaskError
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.task import ShardSpec, load_task
+from fedmq.worker.tasks import digits
 
 DIGITS_TOTAL, DIGITS_TEST = 1797, 360
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from broker.memory import MemoryBroker, MemoryHub
-from broker.provision import provision, write
-from coordinator.cli_broker import task_senders
-from protocol.messages import Reply, TrainTask, decode_message, encode_message
-from worker.service import WorkerService
-from worker.settings import WorkerSettings
-from worker.task import ShardSpec, load_task
+from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.provision import provision, write
+from fedmq.coordinator.cli_broker import task_senders
+from fedmq.protocol.messages import Reply, TrainTask, decode_message, encode_message
+from fedmq.worker.service import WorkerService
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import ShardSpec, load_task
 
 TOY = load_task("toy")
 

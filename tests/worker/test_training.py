@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protocol.messages import TrainConfig
-from worker import training
-from worker.task import ShardSpec, load_task
-from worker.tasks import toy
+from fedmq.protocol.messages import TrainConfig
+from fedmq.worker import training
+from fedmq.worker.task import ShardSpec, load_task
+from fedmq.worker.tasks import toy
 
 
 def _digits_shard() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from worker.remote.store import Session, Taint
+from fedmq.worker.remote.store import Session, Taint
 
 
 def storages(value: object) -> set[int]:

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from protocol.commands import Op
-from protocol.operands import Arg, ModuleSpec, Ref
-from worker.remote import sizing
-from worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint, derive
-from worker.task import Dataset, Task
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import Arg, ModuleSpec, Ref
+from fedmq.worker.remote import sizing
+from fedmq.worker.remote.store import Entry, ObjectStore, OpFailure, Session, Taint, derive
+from fedmq.worker.task import Dataset, Task
 
 V = TypeVar("V", torch.Tensor, nn.Module, torch.optim.Optimizer)
 

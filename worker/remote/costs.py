@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protocol.operands import Plain
+from fedmq.protocol.operands import Plain
 
 LAYER_BYTES = 4096  # what one nn.Module costs in Python objects (measured: 2-4 KiB), parameters aside
 

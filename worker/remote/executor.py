@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from protocol.commands import Op, OpError
-from protocol.operands import Ref, Value
-from worker.remote import aliases, allowlist, sizing
-from worker.remote.context import Context, Outgoing, unseen_failure
-from worker.remote.specials import SPECIALS
-from worker.remote.store import Entry, OpFailure, Session, Taint, combine, derive, size_of
+from fedmq.protocol.commands import Op, OpError
+from fedmq.protocol.operands import Ref, Value
+from fedmq.worker.remote import aliases, allowlist, sizing
+from fedmq.worker.remote.context import Context, Outgoing, unseen_failure
+from fedmq.worker.remote.specials import SPECIALS
+from fedmq.worker.remote.store import Entry, OpFailure, Session, Taint, combine, derive, size_of
 
 ALWAYS_RUN = ("free", "close")  # even after a failure: they only release memory
 

@@ -24,17 +24,17 @@ from collections import deque
 
 import torch
 
-from broker.base import Broker, Delivery
-from protocol.commands import CommandBatch, CommandResult, Op, OpError
-from protocol.errors import PublishRejected, Unroutable
-from protocol.messages import encode_message
-from protocol.operands import Value
-from worker.remote.context import Context
-from worker.remote.executor import Executor, Outcome
-from worker.remote.meter import Budget, Meter
-from worker.remote.store import ALLOW_GET, Limits, ObjectStore, Owner, Session, SessionRefused
-from worker.settings import WorkerSettings
-from worker.task import Dataset, Task
+from fedmq.broker.base import Broker, Delivery
+from fedmq.protocol.commands import CommandBatch, CommandResult, Op, OpError
+from fedmq.protocol.errors import PublishRejected, Unroutable
+from fedmq.protocol.messages import encode_message
+from fedmq.protocol.operands import Value
+from fedmq.worker.remote.context import Context
+from fedmq.worker.remote.executor import Executor, Outcome
+from fedmq.worker.remote.meter import Budget, Meter
+from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore, Owner, Session, SessionRefused
+from fedmq.worker.settings import WorkerSettings
+from fedmq.worker.task import Dataset, Task
 
 log = logging.getLogger("fedmq.worker")
 MAX_REASON = 2000

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from protocol.operands import Plain
-from worker.remote.allowlist import LAYERS
+from fedmq.protocol.operands import Plain
+from fedmq.worker.remote.allowlist import LAYERS
 
 MAX_CHILDREN = 4096
 MAX_AMPLIFYING = 4096  # paddings, dilations and output sizes: they grow outputs beyond inputs

@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 from torch.utils.flop_counter import flop_registry
 
-from worker.remote.store import ObjectStore, OpFailure, Session
+from fedmq.worker.remote.store import ObjectStore, OpFailure, Session
 
 FLOPS_PER_S = 5e10  # generous for one CPU core: an estimate under it lets an op through
 

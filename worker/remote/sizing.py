@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from worker.remote.store import OpFailure
+from fedmq.worker.remote.store import OpFailure
 
 _NONZERO_BYTES = 8  # an int64 index per dimension of each selected element: how masks are applied
 

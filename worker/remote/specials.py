@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from protocol.codec import DTYPES
-from protocol.commands import Op
-from protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
-from worker.remote import aliases, layers, sizing
-from worker.remote.allowlist import OPTIMIZERS
-from worker.remote.context import Context, Outgoing, unseen_failure
-from worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of, structure_bytes
-from worker.task import as_pair
+from fedmq.protocol.codec import DTYPES
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import ModuleSpec, Plain, Ref, TensorMeta, Value
+from fedmq.worker.remote import aliases, layers, sizing
+from fedmq.worker.remote.allowlist import OPTIMIZERS
+from fedmq.worker.remote.context import Context, Outgoing, unseen_failure
+from fedmq.worker.remote.store import Entry, OpFailure, Session, Taint, derive, optimizer_state_bound, size_of, structure_bytes
+from fedmq.worker.task import as_pair
 
 Special = Callable[[Context, Session, Op], "Value | Outgoing | None"]
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}

@@ -31,11 +31,11 @@ from enum import IntEnum
 import torch
 from torch import nn
 
-from protocol.operands import Plain, StoreInfo
-from worker.remote.costs import LAYER_BYTES as LAYER_BYTES  # re-exported: what the caps count
-from worker.remote.costs import optimizer_state_bound as optimizer_state_bound
-from worker.remote.costs import size_of as size_of
-from worker.remote.costs import structure_bytes as structure_bytes
+from fedmq.protocol.operands import Plain, StoreInfo
+from fedmq.worker.remote.costs import LAYER_BYTES as LAYER_BYTES  # re-exported: what the caps count
+from fedmq.worker.remote.costs import optimizer_state_bound as optimizer_state_bound
+from fedmq.worker.remote.costs import size_of as size_of
+from fedmq.worker.remote.costs import structure_bytes as structure_bytes
 
 
 class Taint(IntEnum):

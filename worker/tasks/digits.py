@@ -22,8 +22,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from protocol.errors import TaskError
-from worker.task import ShardSpec
+from fedmq.protocol.errors import TaskError
+from fedmq.worker.task import ShardSpec
 
 DEFAULT_LR = 0.1
 SEED = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worker.task import ShardSpec
+from fedmq.worker.task import ShardSpec
 
 DEFAULT_LR = 0.1  # the tutorial's learning rate
 

@@ -20,7 +20,7 @@ from fedmq.broker.base import Body
 from fedmq.broker.rabbit_connection import Channel, Link
 from fedmq.broker.rabbitmq_delivery import REASON, SOURCE, Tag
 from fedmq.broker.settings import BrokerSettings
-from fedmq.protocol.errors import PublishRejected, Unroutable
+from fedmq.protocol.errors import PublishRejected, Unroutable, clip
 
 log = logging.getLogger("fedmq.broker")
 MAX_REASON = 4000  # characters of a dead letter's reason header
@@ -64,7 +64,7 @@ class Outbox:
 
     def dead_letter(self, body: Body, reason: str, source: str) -> None:
         # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.
-        headers = {REASON: reason[:MAX_REASON], SOURCE: source}
+        headers = {REASON: clip(reason, MAX_REASON), SOURCE: source}
         self.publish(self._settings.topology.dead_letter_exchange, "", body, headers, "dead letters")
 
     def settle_failed(self, tag: Tag, body: Body, reason: str, source: str) -> None:
@@ -79,7 +79,7 @@ class Outbox:
                 refused = isinstance(e.__cause__, px.ChannelClosedByBroker)
                 self._dead_letters_writable = not refused  # a 403 stays: not asked again
                 log.info("dead letters go through queue rejection: %s", e)
-        log.warning("dead-lettering a message from %s: %s", source or "?", reason[:MAX_REASON])
+        log.warning("dead-lettering a message from %s: %s", source or "?", clip(reason, MAX_REASON))
         self.reject(tag)
 
     def reject(self, tag: Tag) -> None:

@@ -38,7 +38,7 @@ from fedmq.coordinator.settings import TrainSettings
 from fedmq.coordinator.staleness import scaled, step_toward
 from fedmq.coordinator.strategies import build_strategy
 from fedmq.coordinator.strategy import Strategy
-from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable
+from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable, clip
 from fedmq.protocol.messages import ErrorReply, Reply, TrainTask, Weights, encode_message
 from fedmq.protocol.presence import JobState
 from fedmq.worker.task import Task, load_task
@@ -178,7 +178,7 @@ class AsyncJob:
             del self._tasks[task.task_id]
             self._save_tasks()
             self._retry_at[worker] = time.monotonic() + min(RETRY_S, s.round_timeout_s)
-            self._since.failures[worker] = f"task not published: {e}"[:MAX_REASON]
+            self._since.failures[worker] = clip(f"task not published: {e}", MAX_REASON)
 
     def _expire(self) -> None:
         cutoff = time.time() - self.settings.round_timeout_s
@@ -234,7 +234,7 @@ class AsyncJob:
         task = self._tasks.pop(message.task_id)
         self._inherited.discard(task.task_id)
         if isinstance(message, ErrorReply):
-            self._since.failures[task.worker] = message.reason[:MAX_REASON]
+            self._since.failures[task.worker] = clip(message.reason, MAX_REASON)
             self._save_tasks()
             self.broker.ack(delivery)
             return
@@ -253,7 +253,7 @@ class AsyncJob:
             self._aggregate()
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+        reason = clip(reason, MAX_REASON)
         log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
         self._since.dead_lettered += 1
         self.broker.dead_letter(delivery, reason)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fedmq.broker.base import Broker, Delivery
 from fedmq.coordinator.barrier import Barrier, RoundBarrier, Verdict
 from fedmq.coordinator.strategy import Failure
-from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.errors import DecodeError, clip
 from fedmq.protocol.messages import ErrorReply, Message, Reply, decode_message
 from fedmq.protocol.stream import StreamedReply, read_reply
 
@@ -146,7 +146,7 @@ class ReplyCollector:
         return unusable
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+        reason = clip(reason, MAX_REASON)
         log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
         self.result.dead_lettered += 1
         self._broker.dead_letter(delivery, reason)

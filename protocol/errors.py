@@ -1,5 +1,13 @@
 """One exception tree for fedmq. Third-party errors are translated at the boundary."""
 
+MAX_REASON = 2000  # characters: a reason travels in headers, replies and logs; a traceback need not
+
+
+def clip(reason: str, limit: int = MAX_REASON) -> str:
+    """`reason` cut to `limit` characters, marked with "..." when cut: hostile input must not put
+    megabytes into a header, a reply or a log line."""
+    return reason if len(reason) <= limit else reason[:max(limit - 3, 0)] + "..."
+
 
 class FedmqError(Exception):
     """Root of every error fedmq raises on purpose."""

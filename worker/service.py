@@ -30,7 +30,7 @@ import torch
 
 from fedmq.broker.base import Broker, Delivery
 from fedmq.protocol.commands import CommandBatch
-from fedmq.protocol.errors import BrokerError, DecodeError, PublishRejected, TaskError, Unroutable
+from fedmq.protocol.errors import BrokerError, DecodeError, PublishRejected, TaskError, Unroutable, clip
 from fedmq.protocol.messages import (
     ErrorReply,
     EvaluateTask,
@@ -49,7 +49,6 @@ from fedmq.worker.task import Dataset, Task, as_pair, load_task
 
 log = logging.getLogger("fedmq.worker")
 _Work = Callable[[], tuple[dict[str, float], float]]  # local work: (metrics, seconds)
-MAX_REASON = 2000  # characters: a reason travels in a header and a reply, a traceback need not
 
 
 class WorkerService:
@@ -111,7 +110,7 @@ class WorkerService:
         try:
             self.handle(delivery)
         except PublishRejected as e:
-            self._reject(delivery, _clip(f"the broker refused a publish for it: {e}"))
+            self._reject(delivery, clip(f"the broker refused a publish for it: {e}"))
 
     def handle(self, delivery: Delivery) -> None:
         """Run one delivered task to its end: replied and acked, or dead-lettered."""
@@ -140,11 +139,11 @@ class WorkerService:
         except BrokerError:
             raise  # the transport is gone: nothing to reply through; the task will be redelivered
         except TaskError as e:  # the task does not fit this worker's task definition
-            self._fail(delivery, message, _clip(str(e)))
+            self._fail(delivery, message, clip(str(e)))
             return
         except Exception as e:  # the user's code failed: report it, keep serving
             log.exception("job %s round %d: %s failed", message.job, message.round, kind)
-            self._fail(delivery, message, _clip(f"{kind} failed: {type(e).__name__}: {e}"))
+            self._fail(delivery, message, clip(f"{kind} failed: {type(e).__name__}: {e}"))
             return
         try:
             self._broker.publish_reply(message.job, self.worker_id, body)
@@ -154,7 +153,7 @@ class WorkerService:
             log.warning("job %s round %d: no reply queue (the job is gone); %s result dropped",
                         message.job, message.round, kind)
         except PublishRejected as e:  # a full reply queue, a refused exchange: this task's failure
-            self._reject(delivery, _clip(f"job {message.job} round {message.round}: the broker refused "
+            self._reject(delivery, clip(f"job {message.job} round {message.round}: the broker refused "
                                          f"the {kind} reply: {e}"))
             return
         self._answered.add(key)
@@ -179,11 +178,11 @@ class WorkerService:
         try:
             message = decode_message(data)
         except DecodeError as e:
-            self._reject(delivery, _clip(f"undecodable task: {e}"))
+            self._reject(delivery, clip(f"undecodable task: {e}"))
             return None
         except Exception as e:  # noqa: BLE001 - a decoder bug must not end the worker on hostile bytes
             log.exception("the decoder failed on a task")
-            self._reject(delivery, _clip(f"undecodable task ({type(e).__name__}): {e}"))
+            self._reject(delivery, clip(f"undecodable task ({type(e).__name__}): {e}"))
             return None
         if isinstance(message, SharedTask):
             return self._own_part(delivery, message)
@@ -199,7 +198,7 @@ class WorkerService:
         try:
             own = shared.for_worker(self.worker_id)
         except DecodeError as e:
-            self._reject(delivery, _clip(f"undecodable shared task: {e}"))
+            self._reject(delivery, clip(f"undecodable shared task: {e}"))
             return None
         if own is None:
             self._reject(delivery, f"a shared task of job {shared.job!r} with no part for worker "
@@ -301,6 +300,3 @@ def _on_device(dataset: Dataset, device: torch.device) -> Dataset:
         return dataset
     return pair[0].to(device), pair[1].to(device)
 
-
-def _clip(reason: str) -> str:
-    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."

@@ -77,3 +77,13 @@ def test_names_are_checked_before_they_become_queue_names() -> None:
     assert check_name("worker", "alice-1") == "alice-1"
     with pytest.raises(ValueError, match="worker name"):
         check_name("worker", "alice.#")
+
+
+def test_reasons_are_clipped_in_one_place() -> None:
+    # Given a reason as long as hostile input can make it, and a short one
+    from fedmq.protocol.errors import MAX_REASON, clip
+
+    long, short = "x" * (10 * MAX_REASON), "worker w0 is gone"
+    # When each is clipped, then the long one is cut to the limit and marked, the short one kept
+    assert len(clip(long)) == MAX_REASON and clip(long).endswith("...")
+    assert clip(short) == short and clip(long, 10) == "xxxxxxx..."

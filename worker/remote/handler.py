@@ -26,7 +26,7 @@ import torch
 
 from fedmq.broker.base import Broker, Delivery
 from fedmq.protocol.commands import CommandBatch, CommandResult, Op, OpError
-from fedmq.protocol.errors import PublishRejected, Unroutable
+from fedmq.protocol.errors import PublishRejected, Unroutable, clip
 from fedmq.protocol.messages import encode_message
 from fedmq.protocol.operands import Value
 from fedmq.worker.remote.context import Context
@@ -37,7 +37,6 @@ from fedmq.worker.settings import WorkerSettings
 from fedmq.worker.task import Dataset, Task
 
 log = logging.getLogger("fedmq.worker")
-MAX_REASON = 2000
 SHARE_WINDOW_S = 60.0
 _RECOUNT = frozenset({"backward", "step", "zero_grad"})  # ops that grow or drop gradients and state
 
@@ -85,7 +84,7 @@ class RemoteCommands:
             session = self.store.open(batch.client, Owner(batch.token, delivery.user_id))
         except SessionRefused as e:
             log.warning("client %s: batch %d refused: %s", batch.client, batch.seq, e)
-            self._broker.dead_letter(delivery, _clip(str(e)))
+            self._broker.dead_letter(delivery, clip(str(e)))
             return
         if batch.seq <= session.last_seq:
             log.info("client %s: batch %d was already run (redelivered); dropped", batch.client, batch.seq)
@@ -125,11 +124,11 @@ class RemoteCommands:
     def _answer(self, session: Session, batch: CommandBatch, values: dict[int, Value],
                 error: OpError | None) -> None:
         if error is not None:
-            error = OpError(error.index, error.op, _clip(error.reason), error.kind)
+            error = OpError(error.index, error.op, clip(error.reason), error.kind)
         try:
             body = encode_message(CommandResult(batch.client, batch.seq, self._worker, values, error))
         except ValueError as e:  # a fetched value that cannot travel
-            failure = OpError(-1, "get", _clip(f"a fetched value cannot travel: {e}"))
+            failure = OpError(-1, "get", clip(f"a fetched value cannot travel: {e}"))
             body = encode_message(CommandResult(batch.client, batch.seq, self._worker, {}, failure))
         finally:
             self.store.release_fetched(session)
@@ -141,6 +140,3 @@ class RemoteCommands:
         except PublishRejected as e:  # that answer's failure, not the worker's: the client will time out
             log.warning("client %s: the broker refused the answer to batch %d: %s", batch.client, batch.seq, e)
 
-
-def _clip(reason: str) -> str:
-    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."

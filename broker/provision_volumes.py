@@ -1,6 +1,6 @@
 """Provisioning for `docker compose`: one directory per principal, idempotent.
 
-    python -m broker.provision_volumes --workers alice,bob,carol --coordinator coordinator \
+    python -m fedmq.broker.provision_volumes --workers alice,bob,carol --coordinator coordinator \
         --endpoint amqp://rabbitmq:5672 --out /deploy --owner 10001
 
 writes `/deploy/broker/definitions.json` (loaded by RabbitMQ at boot) and `/deploy/NAME/NAME.json`
@@ -98,7 +98,7 @@ def _save(directory: Path, name: str, text: str, owner: int | None, public: bool
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m broker.provision_volumes", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fedmq.broker.provision_volumes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", required=True, help="comma-separated worker names")
     parser.add_argument("--coordinator", default="coordinator")

@@ -32,6 +32,7 @@ from fedmq.coordinator.evaluation import Evaluation, Evaluator
 from fedmq.coordinator.job import OnRound, round_seed
 from fedmq.coordinator.metrics import MetricsLog
 from fedmq.coordinator.presence import announce
+from fedmq.coordinator.proxy import wait_for_workers
 from fedmq.coordinator.rounds import MAX_REASON
 from fedmq.coordinator.screening import update_error
 from fedmq.coordinator.settings import TrainSettings
@@ -137,13 +138,7 @@ class AsyncJob:
         log.info("resuming job %s at version %d with %d task(s) outstanding", s.job, self.version, len(self._tasks))
 
     def _wait_for_workers(self) -> None:
-        deadline = time.monotonic() + self.settings.wait_for_workers_s
-        missing = [w for w in self.settings.workers if not self.broker.has_worker(w)]
-        while missing and time.monotonic() < deadline:
-            time.sleep(0.2)
-            missing = [w for w in missing if not self.broker.has_worker(w)]
-        if missing:
-            log.warning("workers not up after %.0fs: %s", self.settings.wait_for_workers_s, ", ".join(missing))
+        wait_for_workers(self.broker, self.settings.workers, self.settings.wait_for_workers_s)
 
     # Sending tasks.
     def _busy(self) -> set[str]:

@@ -21,7 +21,7 @@ from fedmq.coordinator.aggregation import weighted_mean
 from fedmq.coordinator.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedmq.coordinator.evaluation import Evaluator
 from fedmq.coordinator.metrics import MetricsLog, RoundMetrics
-from fedmq.coordinator.proxy import send_shared
+from fedmq.coordinator.proxy import send_shared, wait_for_workers
 from fedmq.coordinator.presence import announce
 from fedmq.coordinator.rounds import Collected, ReplyCollector
 from fedmq.coordinator.sampling import sample
@@ -103,13 +103,7 @@ class TrainingJob:
         return 1, {k: v.detach() for k, v in self.task.build_model().state_dict().items()}
 
     def _wait_for_workers(self) -> None:
-        deadline = time.monotonic() + self.settings.wait_for_workers_s
-        missing = [w for w in self.settings.workers if not self.broker.has_worker(w)]
-        while missing and time.monotonic() < deadline:
-            time.sleep(0.2)
-            missing = [w for w in missing if not self.broker.has_worker(w)]
-        if missing:
-            log.warning("workers not up after %.0fs: %s", self.settings.wait_for_workers_s, ", ".join(missing))
+        wait_for_workers(self.broker, self.settings.workers, self.settings.wait_for_workers_s)
 
     def _round(self, round_: int, weights: Weights) -> Weights:
         s = self.settings

@@ -8,8 +8,10 @@ copy (a worker that joins late, asynchronous training's single dispatches).
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fedmq.broker.base import Broker
@@ -82,3 +84,14 @@ class RemoteWorker:
             raise Unroutable(f"worker {self.name!r} has no task queue: is `fedmq worker --id "
                              f"{self.name}` running against this broker?") from e
         return task_id
+
+
+def wait_for_workers(broker: Broker, workers: Sequence[str], seconds: float) -> None:
+    """Wait up to `seconds` for every worker's task queue to exist; log the ones still missing."""
+    deadline = time.monotonic() + seconds
+    missing = [w for w in workers if not broker.has_worker(w)]
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.2)
+        missing = [w for w in missing if not broker.has_worker(w)]
+    if missing:
+        logging.getLogger("fedmq.coordinator").warning("workers not up after %.0fs: %s", seconds, ", ".join(missing))

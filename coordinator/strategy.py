@@ -92,13 +92,11 @@ class Strategy(ABC):
         return 0
 
 
-class FedAvg(Strategy):
-    """FedAvg (McMahan et al. 2017): the model moves by the example-weighted mean delta.
+class RunningSum(Strategy):
+    """The example-weighted sum of a round's updates, folded in one reply at a time (whole or
+    streamed from its parts): memory O(model). FedAvg and the server optimizers end rounds on it."""
 
-    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
-    AISTATS 2017: w_{t+1} = w_t + sum_k n_k d_k / sum_k n_k. Integer entries move by the rounded
-    mean. Streams: one running sum, memory O(model).
-    """
+    can_stream = True
 
     def __init__(self) -> None:
         self._weights: Weights = {}
@@ -109,8 +107,6 @@ class FedAvg(Strategy):
         self._weights = weights
         self._total = None
         self._examples = 0
-
-    can_stream = True
 
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:
@@ -123,6 +119,15 @@ class FedAvg(Strategy):
             self._total = zeros_like(self._weights)
         fold_streamed(self._total, reply.update, float(reply.num_examples))
         self._examples += reply.num_examples
+
+
+class FedAvg(RunningSum):
+    """FedAvg (McMahan et al. 2017): the model moves by the example-weighted mean delta.
+
+    McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
+    AISTATS 2017: w_{t+1} = w_t + sum_k n_k d_k / sum_k n_k. Integer entries move by the rounded
+    mean. Streams: one running sum, memory O(model).
+    """
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:
         total, self._total = self._total, None

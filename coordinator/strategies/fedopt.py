@@ -16,14 +16,12 @@ from typing import Any
 
 import torch
 
-from fedmq.coordinator.aggregation import fold_in, fold_streamed, zeros_like
 from fedmq.coordinator.strategies import server_opt
 from fedmq.coordinator.strategies.state import KIND, check_fits, check_kind, flatten, tensors_under
 from fedmq.coordinator.strategies.tensors import compute_dtype, sq_norm
-from fedmq.coordinator.strategy import Failure, FedAvg, Strategy, StrategyMetrics, TrainOptions
+from fedmq.coordinator.strategy import Failure, FedAvg, RunningSum, StrategyMetrics, TrainOptions
 from fedmq.protocol.errors import StrategyError
-from fedmq.protocol.messages import Reply, TrainConfig, Weights
-from fedmq.protocol.stream import StreamedReply
+from fedmq.protocol.messages import TrainConfig, Weights
 
 
 def _check(name: str, value: float, low: float, high: float, *, closed_high: bool = False) -> None:
@@ -51,33 +49,14 @@ class FedProx(FedAvg):
         return {"proximal_mu": self.mu}
 
 
-class _ServerOptimizer(Strategy):
+class _ServerOptimizer(RunningSum):
     """FedAvg's streaming sum, then a server step on the mean delta (subclasses: `_step`)."""
 
     kind = ""  # the registry name, recorded in state_dict
 
     def __init__(self) -> None:
-        self._weights: Weights = {}
-        self._total: Weights | None = None
-        self._examples = 0
+        super().__init__()
         self._metrics: StrategyMetrics = {}
-
-    def begin_round(self, weights: Weights) -> None:
-        self._weights, self._total, self._examples = weights, None, 0
-
-    can_stream = True
-
-    def accumulate(self, reply: Reply) -> None:
-        if self._total is None:
-            self._total = zeros_like(self._weights)
-        fold_in(self._total, reply.update, float(reply.num_examples))
-        self._examples += reply.num_examples
-
-    def accumulate_streamed(self, reply: StreamedReply) -> None:
-        if self._total is None:
-            self._total = zeros_like(self._weights)
-        fold_streamed(self._total, reply.update, float(reply.num_examples))
-        self._examples += reply.num_examples
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:
         total, self._total = self._total, None

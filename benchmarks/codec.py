@@ -18,7 +18,7 @@ def state_dict(total_bytes: int, tensors: int = 32) -> dict[str, torch.Tensor]:
 
 def run() -> list[Row]:
     update = state_dict(MODEL_BYTES)
-    reply = Reply("bench", 1, "t", "w", update, 1, {})
+    reply = Reply(job="bench", round=1, task_id="t", worker="w", update=update, num_examples=1, metrics={})
     encoded = encode_message(reply)
     gb = len(encoded) / 1e9
     encode_s = median_seconds(lambda: encode_message(reply), repeats=5)

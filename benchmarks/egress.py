@@ -32,7 +32,7 @@ WORKERS = 16
 
 def run(url: str) -> list[Row]:
     weights = state_dict(MODEL_BYTES)
-    model = len(encode_message(TrainTask("bench", 1, "t", weights, TrainConfig())))
+    model = len(encode_message(TrainTask(job="bench", round=1, task_id="t", weights=weights, config=TrainConfig())))
     names = [f"w{i}" for i in range(WORKERS)]
     rows = []
     hub_broker = MemoryBroker(MemoryHub())

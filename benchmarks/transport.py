@@ -27,7 +27,7 @@ REPEATS = 5
 
 def run(url: str) -> list[Row]:
     weights = state_dict(MODEL_BYTES)
-    payload = bytes(encode_message(TrainTask("bench", 1, "t", weights, TrainConfig())))
+    payload = bytes(encode_message(TrainTask(job="bench", round=1, task_id="t", weights=weights, config=TrainConfig())))
     timings: dict[str, list[float]] = {"fedmq": [], "raw": [], "transient": []}
     for _ in range(REPEATS):  # interleaved, so the broker's state drifts alike for all three
         timings["fedmq"].append(_fedmq_round_trip(url, weights))
@@ -49,11 +49,11 @@ def _fedmq_round_trip(url: str, weights: dict[str, object]) -> float:
         worker.consume_tasks("w")
         coordinator.consume_replies("bench", ["w"])
         started = time.perf_counter()
-        coordinator.publish_task("w", encode_message(TrainTask("bench", 1, "t", weights, TrainConfig())))  # type: ignore[arg-type]
+        coordinator.publish_task("w", encode_message(TrainTask(job="bench", round=1, task_id="t", weights=weights, config=TrainConfig())))  # type: ignore[arg-type]
         task_delivery = _receive(worker)
         task = decode_message(task_delivery.parts)
         assert isinstance(task, TrainTask)
-        worker.publish_reply("bench", "w", encode_message(Reply("bench", 1, "t", "w", task.weights, 1, {})))
+        worker.publish_reply("bench", "w", encode_message(Reply(job="bench", round=1, task_id="t", worker="w", update=task.weights, num_examples=1, metrics={})))
         worker.ack(task_delivery)
         reply_delivery = _receive(coordinator)
         reply = decode_message(reply_delivery.parts)

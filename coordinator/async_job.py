@@ -166,7 +166,7 @@ class AsyncJob:
         self._tasks[task.task_id] = task
         self._save_tasks()  # recorded before it is published: its answer must count after a kill
         self._last_sent[worker] = time.monotonic()
-        body = encode_message(TrainTask(s.job, self.version, task.task_id, self.weights, config))
+        body = encode_message(TrainTask(job=s.job, round=self.version, task_id=task.task_id, weights=self.weights, config=config))
         try:
             self.broker.publish_task(worker, body, s.round_timeout_s)
         except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's

@@ -70,11 +70,11 @@ class RemoteWorker:
 
         `expires_in_s`: the time left in the round; a task not taken by then expires unrun.
         """
-        return self._send(lambda task_id: TrainTask(job, round_, task_id, weights, config), expires_in_s)
+        return self._send(lambda task_id: TrainTask(job=job, round=round_, task_id=task_id, weights=weights, config=config), expires_in_s)
 
     def evaluate(self, job: str, round_: int, weights: Weights, expires_in_s: float | None = None) -> str:
         """Send an evaluate task; its task id. Unroutable when the worker has no queue."""
-        return self._send(lambda task_id: EvaluateTask(job, round_, task_id, weights), expires_in_s)
+        return self._send(lambda task_id: EvaluateTask(job=job, round=round_, task_id=task_id, weights=weights), expires_in_s)
 
     def _send(self, make: TaskFactory, expires_in_s: float | None) -> str:
         task_id = uuid.uuid4().hex  # unguessable, so a stale or forged reply cannot match

@@ -7,7 +7,8 @@ of a worker's weights over its round, which later stages clip, mask or compress.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, ClassVar
 
 import torch
 
@@ -23,11 +24,19 @@ Weights = dict[str, torch.Tensor]
 
 
 Option = float | int | str | bool
+
+
+class ReplyStatus(str, Enum):
+    """How a worker's answer went, as the wire spells it."""
+
+    OK = "ok"
+    ERROR = "error"
+
 MAX_OPTIONS = 64  # entries of TrainConfig.options: a strategy's few settings, never data
 MAX_OPTION_TEXT = 256  # characters of an option's name or text value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How a worker trains for one round. `options` carries a strategy's per-worker settings
     (FedProx's `proximal_mu`, ...) to the task's `train` and the default trainer."""
@@ -39,7 +48,7 @@ class TrainConfig:
     options: dict[str, Option] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
+@dataclass(frozen=True, eq=False, kw_only=True)  # tensors have no truth value to compare
 class TrainTask:
     job: str
     round: int
@@ -48,7 +57,7 @@ class TrainTask:
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
-@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
+@dataclass(frozen=True, eq=False, kw_only=True)  # tensors have no truth value to compare
 class EvaluateTask:
     job: str
     round: int
@@ -56,7 +65,7 @@ class EvaluateTask:
     weights: Weights
 
 
-@dataclass(frozen=True, eq=False)  # tensors have no truth value to compare
+@dataclass(frozen=True, eq=False, kw_only=True)  # tensors have no truth value to compare
 class Reply:
     """A worker's successful answer: its update (empty for evaluation) and what it measured."""
 
@@ -67,10 +76,10 @@ class Reply:
     update: Weights
     num_examples: int
     metrics: dict[str, float]
-    status: str = "ok"
+    status: ClassVar[ReplyStatus] = ReplyStatus.OK  # written on the wire; the kind tells them apart
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ErrorReply:
     """A worker's report that it could not run a task, and why."""
 
@@ -79,7 +88,7 @@ class ErrorReply:
     task_id: str
     worker: str
     reason: str
-    status: str = "error"
+    status: ClassVar[ReplyStatus] = ReplyStatus.ERROR
 
 
 Task = TrainTask | EvaluateTask
@@ -120,8 +129,8 @@ class SharedTask:
         if own is None:
             return None
         if own.config is None:
-            return EvaluateTask(self.job, self.round, own.task_id, self.weights)
-        return TrainTask(self.job, self.round, own.task_id, self.weights, own.config)
+            return EvaluateTask(job=self.job, round=self.round, task_id=own.task_id, weights=self.weights)
+        return TrainTask(job=self.job, round=self.round, task_id=own.task_id, weights=self.weights, config=own.config)
 
 
 # Remote commands (protocol.commands) share the envelope: the same version, the same decoder.
@@ -145,11 +154,11 @@ def encode_message(message: Message) -> memoryview:
     elif isinstance(message, EvaluateTask):
         body = {"kind": "evaluate", "weights": tensors_to_wire(message.weights)}
     elif isinstance(message, Reply):
-        body = {"kind": "reply", "status": "ok", "worker": message.worker,
+        body = {"kind": "reply", "status": message.status.value, "worker": message.worker,
                 "update": tensors_to_wire(message.update), "num_examples": message.num_examples,
                 "metrics": {k: float(v) for k, v in message.metrics.items()}}
     else:
-        body = {"kind": "error", "status": "error", "worker": message.worker, "reason": message.reason}
+        body = {"kind": "error", "status": message.status.value, "worker": message.worker, "reason": message.reason}
     return pack(head | body)
 
 
@@ -165,9 +174,9 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
     fields = _Fields(obj)
     job, round_, task_id = fields.name("job"), fields.count("round"), fields.text("task_id")
     if kind == "train":
-        return TrainTask(job, round_, task_id, fields.tensors("weights"), _config(fields.mapping("config")))
+        return TrainTask(job=job, round=round_, task_id=task_id, weights=fields.tensors("weights"), config=_config(fields.mapping("config")))
     if kind == "evaluate":
-        return EvaluateTask(job, round_, task_id, fields.tensors("weights"))
+        return EvaluateTask(job=job, round=round_, task_id=task_id, weights=fields.tensors("weights"))
     if kind == "shared":
         raw = fields.mapping("assignments")
         if len(raw) > MAX_ASSIGNMENTS:
@@ -175,10 +184,10 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
         return SharedTask(job=job, round=round_, share_id=task_id, weights=fields.tensors("weights"),
                           assignments={}, raw=raw)
     if kind == "reply":
-        return Reply(job, round_, task_id, fields.name("worker"), fields.tensors("update"),
-                     fields.count("num_examples"), fields.metrics("metrics"))
+        return Reply(job=job, round=round_, task_id=task_id, worker=fields.name("worker"), update=fields.tensors("update"),
+                     num_examples=fields.count("num_examples"), metrics=fields.metrics("metrics"))
     if kind == "error":
-        return ErrorReply(job, round_, task_id, fields.name("worker"), fields.text("reason"))
+        return ErrorReply(job=job, round=round_, task_id=task_id, worker=fields.name("worker"), reason=fields.text("reason"))
     raise DecodeError(f"unknown message kind {kind!r}")
 
 

@@ -90,7 +90,7 @@ class StreamedReply:
 
     def without_update(self) -> Reply:
         """The same reply's fields as a Reply with an empty update (for rules that judge replies)."""
-        return Reply(self.job, self.round, self.task_id, self.worker, {}, self.num_examples, self.metrics)
+        return Reply(job=self.job, round=self.round, task_id=self.task_id, worker=self.worker, update={}, num_examples=self.num_examples, metrics=self.metrics)
 
 
 def read_reply(parts: Sequence[bytes]) -> Message | StreamedReply:

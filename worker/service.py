@@ -216,7 +216,7 @@ class WorkerService:
             metrics = {**metrics, "train_seconds": seconds}
         else:
             update = {}
-        reply = Reply(task.job, task.round, task.task_id, self.worker_id, update, self._num_examples, metrics)
+        reply = Reply(job=task.job, round=task.round, task_id=task.task_id, worker=self.worker_id, update=update, num_examples=self._num_examples, metrics=metrics)
         return reply, seconds
 
     def _trainer(self, task: TrainTask) -> _Work:
@@ -262,7 +262,7 @@ class WorkerService:
     def _fail(self, delivery: Delivery, task: TrainTask | EvaluateTask, reason: str) -> None:
         """Tell the job why the task failed, then dead-letter it (which acks it)."""
         log.warning("job %s round %d: task rejected: %s", task.job, task.round, reason)
-        error = ErrorReply(task.job, task.round, task.task_id, self.worker_id, reason)
+        error = ErrorReply(job=task.job, round=task.round, task_id=task.task_id, worker=self.worker_id, reason=reason)
         # The error reply goes first: if the broker fails between the two, the task is redelivered
         # and reported again (the coordinator drops duplicates) instead of vanishing unreported.
         try:

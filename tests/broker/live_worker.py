@@ -30,7 +30,7 @@ def toy_weights() -> Weights:
 
 
 def train_task(job: str, task_id: str | None = None) -> bytes:
-    return bytes(encode_message(TrainTask(job, 1, task_id or uuid.uuid4().hex, toy_weights())))
+    return bytes(encode_message(TrainTask(job=job, round=1, task_id=task_id or uuid.uuid4().hex, weights=toy_weights())))
 
 
 @dataclass

@@ -14,7 +14,7 @@ def model(*w: float, counter: int = 10) -> Weights:
 
 
 def reply(worker: str, *delta: float, counter: int = 0, examples: int = 1) -> Reply:
-    return Reply("job", 1, f"task-{worker}", worker, model(*delta, counter=counter), examples, {})
+    return Reply(job="job", round=1, task_id=f"task-{worker}", worker=worker, update=model(*delta, counter=counter), num_examples=examples, metrics={})
 
 
 def run_round(strategy: Strategy, weights: Weights, replies: list[Reply],

@@ -8,8 +8,8 @@ from fedmq.protocol.messages import Reply
 
 
 def _reply(worker: str, delta: float, examples: int) -> Reply:
-    return Reply("j", 1, worker, worker, {"w": torch.full((2,), delta), "n": torch.tensor(delta).long()},
-                 examples, {})
+    return Reply(job="j", round=1, task_id=worker, worker=worker, update={"w": torch.full((2,), delta), "n": torch.tensor(delta).long()},
+                 num_examples=examples, metrics={})
 
 
 def test_fedavg_is_the_example_weighted_mean_of_deltas() -> None:

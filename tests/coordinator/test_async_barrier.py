@@ -21,7 +21,7 @@ def _barrier(version: int = 4, max_staleness: int | None = 2) -> AsyncBarrier:
 
 
 def _reply(task_id: str, worker: str = "bob", base: int = 3, job: str = JOB) -> Reply:
-    return Reply(job, base, task_id, worker, {"w": torch.zeros(2)}, 1, {})
+    return Reply(job=job, round=base, task_id=task_id, worker=worker, update={"w": torch.zeros(2)}, num_examples=1, metrics={})
 
 
 @pytest.mark.parametrize(("reply", "source", "verdict", "reason"), [
@@ -44,7 +44,7 @@ def test_a_stale_update_is_counted_but_a_stale_error_reply_frees_its_task() -> N
     barrier = _barrier()
     # When alice's update arrives, and then an error reply to the same task
     assert barrier.judge(_reply("t-old", worker="alice", base=1), "alice")[0] is Verdict.DROP
-    error = ErrorReply(JOB, 1, "t-old", "alice", "failed")
+    error = ErrorReply(job=JOB, round=1, task_id="t-old", worker="alice", reason="failed")
     # Then the update counts as stale once, and the error is used (it frees the worker)
     assert barrier.stale == 1
     assert barrier.judge(error, "alice")[0] is Verdict.USE
@@ -55,7 +55,7 @@ def test_without_a_bound_any_staleness_counts() -> None:
 
 
 def test_read_reply_refuses_other_kinds_forgers_and_garbage() -> None:
-    task = TrainTask(JOB, 0, "t", {"w": torch.zeros(1)})
+    task = TrainTask(job=JOB, round=0, task_id="t", weights={"w": torch.zeros(1)})
     assert read_reply(Delivery([bytes(encode_message(task))], "bob", 1), verify_senders=False)[1].startswith(
         "a TrainTask")
     assert "undecodable" in read_reply(Delivery([b"\x00garbage"], "bob", 1), verify_senders=False)[1]

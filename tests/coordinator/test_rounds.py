@@ -52,7 +52,7 @@ def _setup(connect: Connect) -> tuple[Broker, dict[str, Broker]]:
 
 
 def _reply(task_id: str, worker: str, *, round_: int = 2, job: str = JOB) -> bytes:
-    return bytes(encode_message(Reply(job, round_, task_id, worker, {"w": torch.ones(1)}, 5, {"train_loss": 1.0})))
+    return bytes(encode_message(Reply(job=job, round=round_, task_id=task_id, worker=worker, update={"w": torch.ones(1)}, num_examples=5, metrics={"train_loss": 1.0})))
 
 
 def _collect(coordinator: Broker, asked: dict[str, str]) -> tuple[list[str], object]:
@@ -109,7 +109,7 @@ def test_silent_workers_are_named_at_the_deadline(connect: Connect) -> None:
 def test_error_replies_and_unusable_updates_are_failures_not_exceptions(connect: Connect) -> None:
     # Given bob reports an error and alice's update is unusable
     coordinator, workers = _setup(connect)
-    workers["bob"].publish_reply(JOB, "bob", bytes(encode_message(ErrorReply(JOB, 2, "b1", "bob", "out of memory"))))
+    workers["bob"].publish_reply(JOB, "bob", bytes(encode_message(ErrorReply(job=JOB, round=2, task_id="b1", worker="bob", reason="out of memory"))))
     workers["alice"].publish_reply(JOB, "alice", _reply("a1", "alice"))
     collector = ReplyCollector(coordinator, JOB, 2, {"a1": "alice", "b1": "bob"})
     # When the round is collected with a fold that rejects alice's update

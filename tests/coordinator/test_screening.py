@@ -90,6 +90,6 @@ class _nan_worker:
             task = message.for_worker(self._name) if isinstance(message, SharedTask) else message
             assert isinstance(task, TrainTask)
             update = {k: torch.full_like(v, float("nan")) for k, v in task.weights.items()}
-            reply = Reply(task.job, task.round, task.task_id, self._name, update, 2, {"train_loss": 0.0})
+            reply = Reply(job=task.job, round=task.round, task_id=task.task_id, worker=self._name, update=update, num_examples=2, metrics={"train_loss": 0.0})
             self._broker.publish_reply(task.job, self._name, encode_message(reply))
             self._broker.ack(delivery)

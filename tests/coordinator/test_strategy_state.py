@@ -16,9 +16,9 @@ from tests.coordinator.strategy_helpers import run_round
 def _round(round_: int) -> list[Reply]:
     """Eight workers' deltas for a round: a conv-like float entry, a bias and a counter."""
     generator = torch.Generator().manual_seed(round_)
-    return [Reply("job", round_, f"t{i}", f"w{i}", {
+    return [Reply(job="job", round=round_, task_id=f"t{i}", worker=f"w{i}", update={
         "conv": torch.randn(2, 3, generator=generator), "bias": torch.randn(3, generator=generator) * (i + 1),
-        "num_batches_tracked": torch.tensor(10 + i)}, 5 + i, {}) for i in range(8)]
+        "num_batches_tracked": torch.tensor(10 + i)}, num_examples=5 + i, metrics={}) for i in range(8)]
 
 
 def _start() -> Weights:

@@ -39,7 +39,7 @@ def _reply(worker: str, weights: Weights, seed: int, examples: int, update_dtype
     generator = torch.Generator().manual_seed(seed)
     update = {name: (torch.randn(t.shape, generator=generator) * 3).to(update_dtype or t.dtype)
               if t.is_floating_point() else torch.tensor(seed) for name, t in weights.items()}
-    return Reply(JOB, 1, f"t-{worker}", worker, update, examples, {"train_loss": 0.5})
+    return Reply(job=JOB, round=1, task_id=f"t-{worker}", worker=worker, update=update, num_examples=examples, metrics={"train_loss": 0.5})
 
 
 def _streamed(reply: Reply, chunk_size: int) -> StreamedReply:
@@ -99,14 +99,14 @@ def test_streamed_screening_agrees_with_whole_screening() -> None:
     wide = {**good, "b": torch.full((13,), 1e300, dtype=torch.float64)}  # Inf once cast to float32
     misfit = {**good, "b": torch.zeros(14)}
     for update, bound in [(good, None), (good, 1.0), (good, 1e9), (nan, None), (wide, None), (misfit, None)]:
-        reply = Reply(JOB, 1, "t", "w0", update, 1, {})
+        reply = Reply(job=JOB, round=1, task_id="t", worker="w0", update=update, num_examples=1, metrics={})
         # When each is screened whole and in place
         whole = update_error(weights, update, bound)
         streamed = streamed_update_error(weights, _streamed(reply, 1001).update, bound)
         # Then both reach the same verdict, for the same reason
         assert (whole is None) == (streamed is None)
         assert whole is None or streamed is not None and whole.split(" ")[:2] == streamed.split(" ")[:2]
-    assert streamed_update_error(weights, _streamed(Reply(JOB, 1, "t", "w0", nan, 1, {}), 1001).update) is not None
+    assert streamed_update_error(weights, _streamed(Reply(job=JOB, round=1, task_id="t", worker="w0", update=nan, num_examples=1, metrics={}), 1001).update) is not None
 
 
 def test_a_rejected_update_leaves_the_sum_untouched_and_is_dead_lettered_whole() -> None:

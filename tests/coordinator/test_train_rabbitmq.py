@@ -92,7 +92,7 @@ def test_a_malformed_task_is_dead_lettered_and_the_worker_serves_on(
         # When it is sent garbage, then a task whose weights do not fit its model
         broker.publish_task("w0", b"\xc1 not msgpack")
         bad_weights = {"0.weight": torch.zeros(3, 3)}
-        broker.publish_task("w0", encode_message(TrainTask("nojob", 1, "t", bad_weights, TrainConfig())))
+        broker.publish_task("w0", encode_message(TrainTask(job="nojob", round=1, task_id="t", weights=bad_weights, config=TrainConfig())))
         letters = [broker.take_dead_letter(timeout=30) for _ in range(2)]
     # Then both land in the dead-letter queue with their reasons
     assert all(letter is not None for letter in letters)

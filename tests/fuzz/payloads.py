@@ -29,8 +29,8 @@ NOT_A_MODEL = {"w": torch.arange(3, dtype=torch.float32)}
 
 
 def valid_messages(worker: str) -> list[bytes]:
-    task = TrainTask(JOB, 1, "t", NOT_A_MODEL, TrainConfig())
-    reply = Reply(JOB, 999, "t", worker, NOT_A_MODEL, 3, {"train_loss": 1.0})
+    task = TrainTask(job=JOB, round=1, task_id="t", weights=NOT_A_MODEL, config=TrainConfig())
+    reply = Reply(job=JOB, round=999, task_id="t", worker=worker, update=NOT_A_MODEL, num_examples=3, metrics={"train_loss": 1.0})
     return [bytes(encode_message(task)), bytes(encode_message(reply))]
 
 
@@ -119,8 +119,8 @@ def non_finite(draw: st.DrawFn, worker: str) -> bytes:
     update = {"w": torch.tensor([0.0, bad, 1.0])}
     kind = draw(st.sampled_from(["task", "reply"]))
     if kind == "task":
-        return bytes(encode_message(TrainTask(JOB, 1, "t", update, TrainConfig())))
-    return bytes(encode_message(Reply(JOB, 999, "t", worker, update, 3, {"loss": bad})))
+        return bytes(encode_message(TrainTask(job=JOB, round=1, task_id="t", weights=update, config=TrainConfig())))
+    return bytes(encode_message(Reply(job=JOB, round=999, task_id="t", worker=worker, update=update, num_examples=3, metrics={"loss": bad})))
 
 
 def payloads(worker: str = "w") -> st.SearchStrategy[bytes]:

@@ -29,7 +29,7 @@ SENDERS = ["coordinator", "analyst", "w", "other-worker", None]  # None: a messa
 
 def _task(task_id: str) -> bytes:
     torch.manual_seed(0)
-    return bytes(encode_message(TrainTask("job", 1, task_id, dict(TOY.build_model().state_dict()))))
+    return bytes(encode_message(TrainTask(job="job", round=1, task_id=task_id, weights=dict(TOY.build_model().state_dict()))))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,7 +87,7 @@ def test_a_coordinator_counts_only_replies_whose_user_id_is_their_worker(
     update = {"w": torch.ones(1)}
     for who, name in forged + [("w0", "w0"), ("w1", "w1")]:
         task_id = "t0" if name == "w0" else "t1"
-        reply = Reply("job", 1, task_id, name, update, rng.randint(1, 9) if who != name else 5, {})
+        reply = Reply(job="job", round=1, task_id=task_id, worker=name, update=update, num_examples=rng.randint(1, 9) if who != name else 5, metrics={})
         MemoryBroker(hub, user=who).publish_reply("job", name, encode_message(reply))
     used: list[Reply] = []
     collected = ReplyCollector(coordinator, "job", 1, asked, verify_senders=True).collect(

@@ -85,7 +85,7 @@ def test_a_model_of_twenty_thousand_named_scalars_still_decodes() -> None:
     # Given the densest tensor message there is: 20,000 scalar tensors with short names,
     # more values than BASE_VALUES, each paid for by its bytes
     weights = {f"l{i}.b": torch.tensor(i) for i in range(20_000)}
-    data = bytes(encode_message(TrainTask("job", 1, "t", weights, TrainConfig())))
+    data = bytes(encode_message(TrainTask(job="job", round=1, task_id="t", weights=weights, config=TrainConfig())))
     assert 8 * len(weights) > BASE_VALUES
     # When it is decoded, whole and in parts
     for payload in (data, [data[i:i + 4096] for i in range(0, len(data), 4096)]):
@@ -97,7 +97,7 @@ def test_a_model_of_twenty_thousand_named_scalars_still_decodes() -> None:
 
 def test_the_budget_grows_with_the_payload() -> None:
     # Given a reply with one large tensor and a message of the same size made of values
-    big = bytes(encode_message(Reply("job", 1, "t", "w", {"w": torch.zeros(1 << 20)}, 1, {})))
+    big = bytes(encode_message(Reply(job="job", round=1, task_id="t", worker="w", update={"w": torch.zeros(1 << 20)}, num_examples=1, metrics={})))
     # Then the budget admits the reply, and is the floor plus one value per 16 bytes
     assert isinstance(decode_message(big), Reply)
     assert value_budget(len(big)) == BASE_VALUES + len(big) // 16

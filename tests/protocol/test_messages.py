@@ -21,10 +21,10 @@ WEIGHTS = {"fc.weight": torch.randn(3, 2), "fc.bias": torch.zeros(3, dtype=torch
 
 
 @pytest.mark.parametrize("message", [
-    TrainTask("job-1", 3, "t1", WEIGHTS, TrainConfig(lr=0.1, epochs=2, batch_size=8, seed=7)),
-    EvaluateTask("job-1", 3, "t2", WEIGHTS),
-    Reply("job-1", 3, "t1", "alice", WEIGHTS, 40, {"train_loss": 0.5, "train_seconds": 0.01}),
-    ErrorReply("job-1", 3, "t1", "bob", "shapes do not fit"),
+    TrainTask(job="job-1", round=3, task_id="t1", weights=WEIGHTS, config=TrainConfig(lr=0.1, epochs=2, batch_size=8, seed=7)),
+    EvaluateTask(job="job-1", round=3, task_id="t2", weights=WEIGHTS),
+    Reply(job="job-1", round=3, task_id="t1", worker="alice", update=WEIGHTS, num_examples=40, metrics={"train_loss": 0.5, "train_seconds": 0.01}),
+    ErrorReply(job="job-1", round=3, task_id="t1", worker="bob", reason="shapes do not fit"),
 ])
 def test_each_kind_round_trips(message: Message) -> None:
     # When a message is encoded and decoded
@@ -66,7 +66,7 @@ def test_bad_fields_are_decode_errors(changes: dict[str, object], message: str) 
 
 
 def test_train_config_must_be_sane() -> None:
-    task = TrainTask("j", 1, "t", {}, TrainConfig(epochs=1))
+    task = TrainTask(job="j", round=1, task_id="t", weights={}, config=TrainConfig(epochs=1))
     raw = msgpack.unpackb(bytes(encode_message(task)))
     raw["config"]["batch_size"] = 0
     with pytest.raises(DecodeError, match="at least 1"):

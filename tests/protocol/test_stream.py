@@ -15,7 +15,7 @@ from fedmq.protocol.stream import StreamedReply, read_reply
 
 
 def _reply(**update: torch.Tensor) -> Reply:
-    return Reply("job", 3, "task", "alice", update or {"w": torch.arange(6.0).reshape(2, 3)}, 12, {"loss": 0.25})
+    return Reply(job="job", round=3, task_id="task", worker="alice", update=update or {"w": torch.arange(6.0).reshape(2, 3)}, num_examples=12, metrics={"loss": 0.25})
 
 
 def _wire(**changes: object) -> dict[str, object]:
@@ -50,7 +50,7 @@ def test_a_reply_reads_as_its_fields_and_its_tensors_whatever_the_chunking() -> 
 
 def test_other_messages_are_decoded_whole() -> None:
     # Given an error reply
-    message = ErrorReply("job", 3, "task", "alice", "out of memory")
+    message = ErrorReply(job="job", round=3, task_id="task", worker="alice", reason="out of memory")
     # When it is read in place, Then it is the ErrorReply
     assert read_reply([bytes(encode_message(message))]) == message
 

@@ -34,7 +34,7 @@ def channel_as_alice(federation: Federation) -> Iterator[pika.adapters.blocking_
 
 
 def _reply(task_id: str, worker: str) -> bytes:
-    return bytes(encode_message(Reply(JOB, 1, task_id, worker, {"w": torch.ones(1)}, 5, {})))
+    return bytes(encode_message(Reply(job=JOB, round=1, task_id=task_id, worker=worker, update={"w": torch.ones(1)}, num_examples=5, metrics={})))
 
 
 def test_alice_cannot_consume_bobs_task_queue(federation: Federation, channel_as_alice: object) -> None:

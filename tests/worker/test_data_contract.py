@@ -95,7 +95,7 @@ def test_proximal_mu_keeps_local_weights_near_the_global_ones() -> None:
 def test_options_travel_in_a_train_task() -> None:
     # Given a train task whose config carries a strategy's options
     config = TrainConfig(lr=0.1, seed=5, options={"proximal_mu": 0.01, "clip": 1, "mode": "x", "on": True})
-    task = TrainTask("job", 1, "t1", {"w": torch.zeros(2)}, config)
+    task = TrainTask(job="job", round=1, task_id="t1", weights={"w": torch.zeros(2)}, config=config)
     # When it crosses the wire, then the options arrive unchanged
     decoded = decode_message(encode_message(task))
     assert isinstance(decoded, TrainTask) and decoded.config == config

@@ -23,7 +23,7 @@ def test_answered_tasks_forget_the_oldest_beyond_their_capacity() -> None:
 def test_a_task_delivered_twice_is_answered_once(caplog: pytest.LogCaptureFixture) -> None:
     # Given a toy worker serving, and one train task
     toy = load_task("toy")
-    task = TrainTask(JOB, 1, "t1", global_weights(toy), TrainConfig(batch_size=2))
+    task = TrainTask(job=JOB, round=1, task_id="t1", weights=global_weights(toy), config=TrainConfig(batch_size=2))
     caplog.set_level(logging.INFO, logger="fedmq.worker")
     with serving(toy) as rig:
         # When the same task arrives twice (as a redelivery after a lost ack would)

@@ -80,7 +80,7 @@ def test_each_logical_worker_checks_its_own_task_senders() -> None:
     weights: Weights = task.build_model().state_dict()
     # When mallory sends both a task
     for worker in ("w0", "w1"):
-        mallory.publish_task(worker, encode_message(TrainTask("j", 1, f"t-{worker}", weights, TrainConfig(lr=0.1))))
+        mallory.publish_task(worker, encode_message(TrainTask(job="j", round=1, task_id=f"t-{worker}", weights=weights, config=TrainConfig(lr=0.1))))
     reply = coordinator.receive(timeout=30)
     letter = coordinator.take_dead_letter(timeout=30)
     stop.set()

@@ -140,7 +140,7 @@ def test_a_batch_stops_at_its_compute_budget_and_training_goes_on() -> None:
         # and another of a hundred 1500 x 1500 products (each priced under the budget), then a train task
         many = [Op("op.matmul", (Ref(3), Ref(3)), {}, (10 + k,)) for k in range(100)]
         rig.batch(Op("torch.ones", (1500, 1500), {}, (3,)), *many)
-        rig.client.publish_task(WORKER, encode_message(TrainTask(JOB, 1, "t1", global_weights(toy))))
+        rig.client.publish_task(WORKER, encode_message(TrainTask(job=JOB, round=1, task_id="t1", weights=global_weights(toy))))
         answers = [rig.answer() for _ in range(3)]  # on two reply queues: order is per queue only
     results = sorted((a for a in answers if isinstance(a, CommandResult)), key=lambda a: a.seq)
     assert len(results) == 2
@@ -167,14 +167,14 @@ def test_remote_batches_yield_to_a_training_worker() -> None:
     toy = load_task("toy")
     with serving(remote_share=0.01) as rig:
         # Given a worker that trains (a train task answered), so remote work may take 1% of its time
-        rig.client.publish_task(WORKER, encode_message(TrainTask(JOB, 1, "t1", global_weights(toy))))
+        rig.client.publish_task(WORKER, encode_message(TrainTask(job=JOB, round=1, task_id="t1", weights=global_weights(toy))))
         assert isinstance(rig.answer(), Reply)
         _warm_up(rig)
         # When ten batches of heavy products are queued ahead of the next train task
         heavy = [Op("op.matmul", (Ref(1), Ref(1)), {}, (2,)), Op("free", (2,))] * 20
         for _ in range(10):
             rig.batch(Op("torch.ones", (1000, 1000), {}, (1,)), *heavy, Op("free", (1,)))
-        rig.client.publish_task(WORKER, encode_message(TrainTask(JOB, 2, "t2", global_weights(toy))))
+        rig.client.publish_task(WORKER, encode_message(TrainTask(job=JOB, round=2, task_id="t2", weights=global_weights(toy))))
         answers = [rig.answer() for _ in range(11)]
     # Then once the share is spent the batches are answered at once with a capacity error,
     # and the train task is answered too (its reply queue is another: order is per queue only)

@@ -43,7 +43,7 @@ def test_train_tasks_and_remote_commands_share_the_queue() -> None:
     with serving(toy) as rig:
         # Given a remote batch, a train task, and another batch, in that order
         rig.send(encode_message(CommandBatch(CLIENT, 1, (Op("dataset", (), {}, (1, 2)),), TOKEN)).tobytes())
-        rig.send(TrainTask(JOB, 1, "t1", global_weights(toy)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="t1", weights=global_weights(toy)))
         rig.send(encode_message(CommandBatch(CLIENT, 2, (Op("meta", (Ref(1),)),), TOKEN)).tobytes())
         answers = [answer(rig) for _ in range(3)]
     # Then each is answered in turn: training works as before, the shard pointers too

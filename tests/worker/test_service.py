@@ -96,7 +96,7 @@ def test_train_task_gets_the_delta_of_local_training() -> None:
     config = TrainConfig(lr=0.1, epochs=1, batch_size=32, seed=3)
     with serving(digits, shard) as rig:
         # When the coordinator sends a train task
-        rig.send(TrainTask(JOB, 1, "t1", weights, config))
+        rig.send(TrainTask(job=JOB, round=1, task_id="t1", weights=weights, config=config))
         reply = rig.reply()
     # Then the reply carries a delta with the model's keys and shapes, the shard's size and metrics
     assert isinstance(reply, Reply)
@@ -118,7 +118,7 @@ def test_evaluate_task_returns_eval_metrics_and_no_update() -> None:
     digits = load_task("digits")
     with serving(digits, ShardSpec(1, 2)) as rig:
         # When the coordinator asks it to evaluate the global model
-        rig.send(EvaluateTask(JOB, 2, "e1", global_weights(digits)))
+        rig.send(EvaluateTask(job=JOB, round=2, task_id="e1", weights=global_weights(digits)))
         reply = rig.reply()
     # Then it replies with its shard's loss and accuracy, its example count and no update
     assert isinstance(reply, Reply)
@@ -134,7 +134,7 @@ def test_malformed_bytes_are_dead_lettered_and_serving_goes_on() -> None:
     with serving(toy) as rig:
         # When undecodable bytes arrive, then a valid task
         rig.send(garbage)
-        rig.send(TrainTask(JOB, 1, "t2", global_weights(toy)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="t2", weights=global_weights(toy)))
         reply = rig.reply()
         letter = rig.coordinator.take_dead_letter(timeout=WAIT_S)
     # Then the garbage is dead-lettered, intact, with the reason; and the valid task is answered
@@ -147,7 +147,7 @@ def test_malformed_bytes_are_dead_lettered_and_serving_goes_on() -> None:
 def test_a_reply_on_the_task_queue_is_dead_lettered_as_the_wrong_kind() -> None:
     toy = load_task("toy")
     with serving(toy) as rig:
-        rig.send(Reply(JOB, 1, "t1", "other", {}, 1, {}))
+        rig.send(Reply(job=JOB, round=1, task_id="t1", worker="other", update={}, num_examples=1, metrics={}))
         letter = rig.coordinator.take_dead_letter(timeout=WAIT_S)
     assert letter is not None and "unexpected message kind" in letter.reason
 
@@ -164,7 +164,7 @@ def test_weights_that_do_not_fit_are_dead_lettered_and_reported(change: object, 
     change(weights)  # type: ignore[operator]
     with serving(digits, ShardSpec(0, 3)) as rig:
         # When they arrive in a train task
-        rig.send(TrainTask(JOB, 4, "bad", weights))
+        rig.send(TrainTask(job=JOB, round=4, task_id="bad", weights=weights))
         reply = rig.reply()
         letter = rig.coordinator.take_dead_letter(timeout=WAIT_S)
     # Then the coordinator gets an error reply and the task a dead letter, both naming the entry
@@ -192,8 +192,8 @@ def test_a_failing_user_train_is_reported_and_serving_goes_on() -> None:
     task = _module_task("flaky", train=train)
     with serving(task) as rig:
         # When a task with seed 13 arrives, then one with seed 0
-        rig.send(TrainTask(JOB, 1, "fails", global_weights(task), TrainConfig(seed=13)))
-        rig.send(TrainTask(JOB, 1, "works", global_weights(task), TrainConfig(seed=0)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="fails", weights=global_weights(task), config=TrainConfig(seed=13)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="works", weights=global_weights(task), config=TrainConfig(seed=0)))
         first, second = rig.reply(), rig.reply()
         letter = rig.coordinator.take_dead_letter(timeout=WAIT_S)
     # Then the first is reported and dead-lettered with the error, and the second is answered
@@ -207,8 +207,8 @@ def test_a_task_for_a_job_that_is_gone_is_acked_and_dropped() -> None:
     toy = load_task("toy")
     with serving(toy) as rig:
         # When a task arrives for a job with no reply queue, then one for the live job
-        rig.send(TrainTask("gone-job", 1, "t0", global_weights(toy)))
-        rig.send(TrainTask(JOB, 1, "t1", global_weights(toy)))
+        rig.send(TrainTask(job="gone-job", round=1, task_id="t0", weights=global_weights(toy)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="t1", weights=global_weights(toy)))
         reply = rig.reply()
     # Then the live job is answered, nothing is dead-lettered, and no task waits in the queue
     assert isinstance(reply, Reply) and reply.task_id == "t1"
@@ -227,8 +227,8 @@ def test_stop_finishes_the_task_in_hand_and_leaves_the_next_queued() -> None:
 
     task = _module_task("blocking", train=train)
     with serving(task) as rig:
-        second = encode_message(TrainTask(JOB, 1, "second", global_weights(task)))
-        rig.send(TrainTask(JOB, 1, "first", global_weights(task)))
+        second = encode_message(TrainTask(job=JOB, round=1, task_id="second", weights=global_weights(task)))
+        rig.send(TrainTask(job=JOB, round=1, task_id="first", weights=global_weights(task)))
         rig.send(bytes(second))
         assert started.wait(WAIT_S)
         # When stop is set while the first task trains, and training then ends
@@ -248,7 +248,7 @@ def test_each_task_logs_one_line_with_job_and_round(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.INFO, logger="fedmq.worker")
     toy = load_task("toy")
     with serving(toy) as rig:
-        rig.send(TrainTask(JOB, 7, "t1", global_weights(toy)))
+        rig.send(TrainTask(job=JOB, round=7, task_id="t1", weights=global_weights(toy)))
         rig.reply()
     lines = [r.getMessage() for r in caplog.records if r.name == "fedmq.worker"]
     assert len([line for line in lines if f"job {JOB} round 7" in line]) == 1, lines

@@ -41,7 +41,7 @@ def test_a_slowed_worker_sleeps_factor_minus_one_times_its_training_and_reports_
     try:
         # When it is sent two train tasks (the first, which pays start-up costs, is not stretched)
         for task_id in ("t1", "t2"):
-            train = TrainTask("j", 0, task_id, weights, TrainConfig(batch_size=2))
+            train = TrainTask(job="j", round=0, task_id=task_id, weights=weights, config=TrainConfig(batch_size=2))
             coordinator.publish_task("w0", encode_message(train))
             delivery = coordinator.receive(timeout=10.0)
             assert delivery is not None

@@ -24,7 +24,7 @@ TOY = load_task("toy")
 
 def _task(task_id: str) -> bytes:
     torch.manual_seed(0)
-    return bytes(encode_message(TrainTask("job", 1, task_id, dict(TOY.build_model().state_dict()))))
+    return bytes(encode_message(TrainTask(job="job", round=1, task_id=task_id, weights=dict(TOY.build_model().state_dict()))))
 
 
 @pytest.mark.parametrize("senders, answered", [

@@ -23,6 +23,7 @@ from fedmq.coordinator.evaluation import Evaluator
 from fedmq.coordinator.metrics import MetricsLog, RoundMetrics
 from fedmq.coordinator.proxy import send_shared, wait_for_workers
 from fedmq.coordinator.presence import announce
+from fedmq.coordinator.privacy.build import private_strategy
 from fedmq.coordinator.rounds import Collected, ReplyCollector
 from fedmq.coordinator.sampling import sample
 from fedmq.coordinator.screening import streamed_update_error, update_error
@@ -50,7 +51,9 @@ class TrainingJob:
         self.broker = broker
         self.settings = settings
         self.task = task or load_task(settings.task)
-        self.strategy = strategy or build_strategy(settings.strategy, dict(settings.strategy_options))
+        # With --dp-noise-multiplier the strategy is wrapped in DP-FedAvg (coordinator.privacy).
+        self.strategy = private_strategy(strategy or build_strategy(settings.strategy, dict(settings.strategy_options)),
+                                         settings)
         check_replies(settings, self.strategy)
         self.on_round = on_round
         self.evaluator = Evaluator(broker, self.task, settings)
@@ -81,6 +84,9 @@ class TrainingJob:
         s = self.settings
         announce(self.broker, s.job, s.task, self._completed, s.rounds, JobState.RUNNING)
         for round_ in range(first_round, self.settings.rounds + 1):
+            if (reason := self.strategy.stop_reason(round_)) is not None:
+                self._stop(reason)
+                break
             weights = self._round(round_, weights)
             state = JobState.RUNNING if round_ < s.rounds else JobState.DONE
             announce(self.broker, s.job, s.task, round_, s.rounds, state)
@@ -88,6 +94,14 @@ class TrainingJob:
         # the queues stay, so a --resume finds what arrived meanwhile.
         self.broker.delete_job(self.settings.job, names)
         return weights
+
+    def _stop(self, reason: str) -> None:
+        """End the run before its planned rounds, as a finished one ends: logged, a last JSON line."""
+        s = self.settings
+        log.warning("job %s stops after round %d of %d: %s", s.job, self._completed, s.rounds, reason)
+        if self._metrics:
+            self._metrics.write_stop(job=s.job, after_round=self._completed, reason=reason)
+        announce(self.broker, s.job, s.task, self._completed, s.rounds, JobState.DONE)
 
     def _starting_point(self) -> tuple[int, Weights]:
         s = self.settings

@@ -59,8 +59,16 @@ class MetricsLog:
             replace_atomically(self.path, new_text.encode())
 
     def write(self, metrics: RoundMetrics) -> None:
+        self._append(asdict(metrics))
+
+    def write_stop(self, *, job: str, after_round: int, reason: str) -> None:
+        """The last line of a run that ended before its planned rounds (DP's budget), and why. It has
+        no "round": a --resume drops it (start) and decides again whether to go on."""
+        self._append({"job": job, "stopped": reason, "after_round": after_round})
+
+    def _append(self, line: dict[str, object]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(asdict(metrics)) + "\n")
+            f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

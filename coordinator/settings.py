@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedmq.coordinator.privacy.settings import DPSettings
 from fedmq.coordinator.sampling import Sampling
 from fedmq.protocol.messages import TrainConfig, check_name
 
@@ -28,6 +29,8 @@ class TrainSettings:
     strategy: str = "fedavg"  # a registry name or module.path:ClassName
     strategy_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs, parsed by the registry
     sampling: Sampling = Sampling()  # how many workers each round asks
+    clip_norm: float | None = None  # --clip: the L2 bound workers clip their updates to (DP, secure aggregation)
+    dp: DPSettings | None = None  # differential privacy (coordinator.privacy), None: off
 
     def __post_init__(self) -> None:
         check_name("job", self.job)
@@ -46,6 +49,11 @@ class TrainSettings:
             raise ValueError("--resume needs --checkpoint-dir")
         if self.max_update_norm is not None and not self.max_update_norm > 0:
             raise ValueError("--max-update-norm must be positive")
+        if self.clip_norm is not None and not 0 < self.clip_norm < float("inf"):
+            raise ValueError(f"--clip must be a positive number, got {self.clip_norm}")
+        if self.dp is not None and self.clip_norm is None:
+            raise ValueError("differential privacy needs --clip C, the L2 norm each worker's update is "
+                             "clipped to (e.g. --clip 1.0)")
 
     @property
     def asked_per_round(self) -> int:

@@ -91,6 +91,11 @@ class Strategy(ABC):
         loop can check its --min-replies against this before round 1."""
         return 0
 
+    def stop_reason(self, round_: int) -> str | None:
+        """Why the run must end before `round_` (DP-FedAvg: its privacy budget), or None to go on.
+        The round loop then stops cleanly, as a finished run does."""
+        return None
+
 
 class RunningSum(Strategy):
     """The example-weighted sum of a round's updates, folded in one reply at a time (whole or

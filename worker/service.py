@@ -41,6 +41,7 @@ from fedmq.protocol.messages import (
     decode_message,
     encode_message,
 )
+from fedmq.worker.clipping import privatize
 from fedmq.worker.dedup import AnsweredTasks
 from fedmq.worker.presence import Heartbeat
 from fedmq.worker.remote.handler import RemoteCommands
@@ -212,8 +213,9 @@ class WorkerService:
         # Beside the connection's I/O: heartbeats keep flowing however long training takes.
         metrics, seconds = self._broker.run_beside_io(work)
         if isinstance(task, TrainTask):
-            update = self._delta(task.weights)
-            metrics = {**metrics, "train_seconds": seconds}
+            # Clipped (and noised) here, the one place an update is made, when the strategy asks (DP).
+            update, metrics = privatize(self._delta(task.weights), {**metrics, "train_seconds": seconds},
+                                        task.config.options)
         else:
             update = {}
         reply = Reply(job=task.job, round=task.round, task_id=task.task_id, worker=self.worker_id, update=update, num_examples=self._num_examples, metrics=metrics)

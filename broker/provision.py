@@ -29,12 +29,13 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fedmq.broker.topology import Topology
+from fedmq.broker.addresses import split_url
+from fedmq.broker.topology import QueueType, Topology
 from fedmq.protocol.names import check_name
 
 DEFINITIONS_FILE = "definitions.json"
@@ -55,19 +56,26 @@ class Credentials:
     # The provisioned coordinator: the user whose tasks a worker runs (files of older fedmq
     # versions lack it; the worker then needs --task-senders).
     coordinator: str = ""
+    # How the provisioned queues were declared: a client must declare them alike (RabbitMQ
+    # refuses a mismatch), so the file says it and --queue-type need not. Older files: classic.
+    queue_type: QueueType = QueueType.CLASSIC
 
     def save(self, path: Path) -> Path:
-        _write_private(path, json.dumps(asdict(self), indent=2) + "\n")
+        _write_private(path, self.to_json())
         return path
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "queue_type": self.queue_type.value}, indent=2) + "\n"
 
 
 def load_credentials(path: Path) -> Credentials:
     """The credentials in `path`; ValueError saying what is wrong with the file."""
     try:
         data = json.loads(path.read_text())
-        optional = {"coordinator": ""}
-        credentials = Credentials(**{key: str(data[key] if key not in optional else data.get(key, optional[key]))
-                                     for key in Credentials.__dataclass_fields__})
+        optional = {"coordinator": "", "queue_type": QueueType.CLASSIC.value}
+        fields = {key: str(data[key] if key not in optional else data.get(key, optional[key]))
+                  for key in Credentials.__dataclass_fields__}
+        credentials = Credentials(**{**fields, "queue_type": QueueType(fields["queue_type"])})  # type: ignore[arg-type]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read credentials file {path}: {e}") from e
     if credentials.role not in (WORKER, COORDINATOR):
@@ -82,7 +90,8 @@ class Provisioned:
 
 
 def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
-              endpoint: str = "amqp://127.0.0.1:5672", queue_type: str = "classic") -> Provisioned:
+              endpoint: str = "amqp://127.0.0.1:5672",
+              queue_type: QueueType = QueueType.CLASSIC) -> Provisioned:
     """Definitions and fresh credentials for `workers` and `coordinator` on `vhost`."""
     names = [check_name("worker", name) for name in workers]
     check_name("coordinator", coordinator)
@@ -96,7 +105,7 @@ def provision(workers: list[str], coordinator: str, vhost: str, prefix: str,
     for name, role in roles:
         password = secrets.token_urlsafe(24)
         url = login_url(endpoint, name, password, vhost)
-        credentials.append(Credentials(name, password, role, vhost, prefix, url, coordinator))
+        credentials.append(Credentials(name, password, role, vhost, prefix, url, coordinator, queue_type))
     return Provisioned(definitions(credentials, names, topology, vhost), credentials)
 
 
@@ -145,12 +154,19 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 
 
 def login_url(endpoint: str, user: str, password: str, vhost: str) -> str:
-    """`endpoint` (amqp[s]://host:port) with the login and the vhost filled in."""
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ValueError(f"--endpoint must look like amqp://host:5672 or amqps://host:5671, got {endpoint!r}")
-    login = f"{quote(user, safe='')}:{quote(password, safe='')}@"
-    return parts._replace(netloc=login + parts.netloc.rpartition("@")[2], path="/" + quote(vhost, safe="")).geturl()
+    """`endpoint` (amqp[s]://host:port, or a cluster's amqp://h1:5672,h2:5672,h3:5672) with the
+    login and the vhost filled in."""
+    usage = (f"--endpoint must look like amqp://host:5672, amqps://host:5671 or "
+             f"amqp://h1:5672,h2:5672 (a cluster), got {endpoint!r}")
+    try:
+        split = split_url(endpoint)
+    except ValueError as e:
+        raise ValueError(usage) from e
+    if split.scheme not in ("amqp", "amqps") or not all(urlsplit(f"//{h}").hostname for h in split.hosts):
+        raise ValueError(usage)
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    query = split.tail[split.tail.index("?"):] if "?" in split.tail else ""  # e.g. ?heartbeat=10
+    return replace(split, userinfo=login, tail="/" + quote(vhost, safe="") + query).url(split.hosts)
 
 
 def write(out: Path, provisioned: Provisioned) -> list[Path]:

@@ -12,6 +12,13 @@ definitions are rewritten from the union, so adding a worker is adding its name.
 The definitions hold only salted hashes and are made world-readable: the broker image runs as a
 user whose id differs between images (999 official, 101 elsewhere). Credentials files are 0600,
 owned by `--owner` (the fedmq image's uid), in 0700 directories.
+
+For a cluster (compose/cluster.yml): `--queue-type quorum` declares every provisioned queue as a
+quorum queue and writes the type into the credentials files; `--erlang-cookie` writes
+`broker/erlang.cookie` once (0600, root's), the secret the nodes share to cluster. Beside the
+definitions, `broker/access.json` holds them without queues (users, vhost, permissions,
+exchanges): each node loads that at boot, so no node ever has a `guest` user, while the queues
+are imported once, after every node has joined, so each gets a replica on every node.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import argparse
 import json
 import os
 import secrets
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from fedmq.broker.provision import (
@@ -33,38 +40,57 @@ from fedmq.broker.provision import (
     login_url,
     password_hash,
 )
-from fedmq.broker.topology import Topology
+from fedmq.broker.topology import QueueType, Topology
 from fedmq.protocol.names import check_name
 
 BROKER_DIR = "broker"
 ADMIN = "admin"  # the management UI's login; its file stays in the broker's directory
+ACCESS_FILE = "access.json"  # the definitions less queues and bindings (module doc)
+COOKIE_FILE = "erlang.cookie"
 
 
 def provision_dirs(out: Path, workers: list[str], coordinator: str, vhost: str, prefix: str,
-                   endpoint: str, owner: int | None = None,
-                   coordinator_owner: int | None = None) -> dict[str, Credentials]:
+                   endpoint: str, owner: int | None = None, coordinator_owner: int | None = None,
+                   queue_type: QueueType = QueueType.CLASSIC) -> dict[str, Credentials]:
     """Credentials of every principal (existing ones kept) and the definitions, under `out`."""
     names = [check_name("worker", name) for name in workers]
     check_name("coordinator", coordinator)
     if len(set(names + [coordinator, ADMIN])) != len(names) + 2:
         raise ValueError(f"worker and coordinator names must be distinct and not {ADMIN!r}")
     roles = [(name, WORKER) for name in names] + [(coordinator, COORDINATOR)]
-    kept = {name: _credentials(out / name / f"{name}.json", name, role, vhost, prefix, endpoint, coordinator)
+    kept = {name: replace(_credentials(out / name / f"{name}.json", name, role, vhost, prefix, endpoint,
+                                       coordinator), queue_type=queue_type)
             for name, role in roles}
     for name, role in roles:
         uid = coordinator_owner if role == COORDINATOR and coordinator_owner is not None else owner
-        _save(out / name, f"{name}.json", json.dumps(asdict(kept[name]), indent=2) + "\n", uid)
+        _save(out / name, f"{name}.json", kept[name].to_json(), uid)
     admin = _credentials(out / BROKER_DIR / f"{ADMIN}.json", ADMIN, COORDINATOR, vhost, prefix, endpoint,
                          coordinator)
-    document = definitions(list(kept.values()), names, Topology(prefix), vhost)
+    document = definitions(list(kept.values()), names, Topology(prefix, queue_type), vhost)
     # A monitoring login for the management UI on :15672 (read-only views, no vhost rights).
     document["users"].append({"name": ADMIN, "password_hash": password_hash(admin.password),
                               "hashing_algorithm": "rabbit_password_hashing_sha256",
                               "tags": ["monitoring"]})
     broker = out / BROKER_DIR
-    _save(broker, f"{ADMIN}.json", json.dumps(asdict(admin), indent=2) + "\n", None)
+    _save(broker, f"{ADMIN}.json", admin.to_json(), None)
     _save(broker, DEFINITIONS_FILE, json.dumps(document, indent=2) + "\n", None, public=True)
+    access = {key: value for key, value in document.items() if key not in ("queues", "bindings")}
+    _save(broker, ACCESS_FILE, json.dumps(access, indent=2) + "\n", None, public=True)
     return kept
+
+
+def ensure_cookie(out: Path) -> Path:
+    """The cluster's Erlang cookie under `out`/broker, made once and kept: a node whose cookie
+    differs cannot rejoin. Root's, 0600; the broker's entry point installs it for its user."""
+    path = out / BROKER_DIR / COOKIE_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{COOKIE_FILE}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.replace(tmp, path)
+    return path
 
 
 def _credentials(path: Path, name: str, role: str, vhost: str, prefix: str, endpoint: str,
@@ -109,10 +135,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--owner", type=int, help="uid that owns the credentials files")
     parser.add_argument("--coordinator-owner", type=int, help="uid for the coordinator's file "
                         "(the coordinator may run as the host user, to write a bind-mounted runs/)")
+    parser.add_argument("--queue-type", type=QueueType, choices=list(QueueType), default=QueueType.CLASSIC,
+                        help="classic, or quorum for a cluster (written into the credentials files)")
+    parser.add_argument("--erlang-cookie", action="store_true", help="also write broker/erlang.cookie "
+                        "(kept once written), the secret a cluster's nodes share")
     args = parser.parse_args(argv)
     workers = [name.strip() for name in args.workers.split(",") if name.strip()]
     kept = provision_dirs(args.out, workers, args.coordinator, args.vhost, args.prefix,
-                          args.endpoint, args.owner, args.coordinator_owner)
+                          args.endpoint, args.owner, args.coordinator_owner, args.queue_type)
+    if args.erlang_cookie:
+        ensure_cookie(args.out)
     print(f"provisioned {', '.join(kept)} on vhost {args.vhost!r} into {args.out}")
 
 

@@ -1,6 +1,12 @@
 """The pika side of the RabbitMQ transport: one connection with one confirmed channel,
 reopened after a loss, and connection errors told in words a user can act on.
 
+Several addresses (the nodes of a cluster, broker.addresses): the first connection goes to the
+first that answers; after a loss the others are tried first, starting with the next in the
+list, so a client leaves a dead node at once instead of waiting for it. Every pass over the
+list is one attempt of the reconnect backoff. A login refused by one node is refused by all
+(users are cluster-wide), so it is reported at once.
+
 Publishes go out on a channel of their own: RabbitMQ answers a publish it refuses (403 on an
 exchange, 404, 406) by closing the channel it came on, and the main channel holds the consumers
 and the unacknowledged deliveries. A refused publish costs only the publish channel, reopened
@@ -15,23 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions as px
-from pika.adapters.utils.connection_workflow import (
-    AMQPConnectionWorkflowFailed,
-    AMQPConnectorException,
-    AMQPConnectorPhaseErrorBase,
-    AMQPConnectorStackTimeout,
-)
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from fedmq.broker.rabbitmq_params import parameters
+from fedmq.broker.rabbitmq_errors import describe, failures, redact, unreachable
+from fedmq.broker.rabbitmq_params import parameters_list
 from fedmq.broker.settings import BrokerSettings
 from fedmq.protocol.errors import BrokerError, BrokerUnreachable, PublishRejected
 
@@ -52,11 +52,6 @@ LOST = (
     OSError,
 )
 WORK_SLICE_S = 1.0  # bounds a run_beside wait should a wake-up be lost to a reconnect
-START_HINT = (
-    "Start it (`rabbitmq-server -detached`, or `docker run -d -p 127.0.0.1:5672:5672 "
-    "rabbitmq:3-management`) or pass --broker / set FEDMQ_BROKER. The compose broker has no "
-    "guest user: run fedmq beside it, `docker compose run --rm coordinator fedmq ...`."
-)
 
 
 class Link:
@@ -67,7 +62,9 @@ class Link:
         self.generation = 0  # one per channel: delivery tags of an older channel are void
         self.reconnects = 0
         self._settings = settings
-        self._params = parameters(settings, self.url)
+        self._params = parameters_list(settings, self.url)
+        self._current = 0  # index in _params of the address connected (or last connected) to
+        self._failures: list[tuple[str, BaseException]] = []  # the last _open's, per address
         self._on_channel = on_channel  # declares topology and starts consumers on a new channel
         self._connection: Any = None
         self._channel: Channel = None
@@ -81,7 +78,7 @@ class Link:
         except (px.AMQPConnectionError, AMQPConnectorException, OSError) as e:
             self._discard()
             raise BrokerUnreachable(
-                unreachable(self.url, e, self._settings.connect_timeout_s)
+                unreachable(self.url, e, self._settings.connect_timeout_s, self._failures)
             ) from e
         except px.AMQPError as e:
             self._discard()
@@ -209,7 +206,7 @@ class Link:
             if self._channel is not None:
                 # Closed by the broker, e.g. consumer_timeout: RabbitMQ requeued what it held.
                 reason = getattr(self._channel, "_closing_reason", None)
-                log.warning("RabbitMQ at %s closed the channel (%s); reopening it", self.url,
+                log.warning("RabbitMQ at %s closed the channel (%s); reopening it", self._where(self.address),
                             describe(reason) if reason else "no reason given")
             self._open_channel()
         return self._channel
@@ -229,9 +226,30 @@ class Link:
             self._publisher = publisher
         return self._publisher
 
-    def _open(self) -> None:
-        self._connection = pika.BlockingConnection(self._params)
-        self._open_channel()
+    @property
+    def address(self) -> str:
+        """The node connected to (or last connected to), as host:port."""
+        params = self._params[self._current]
+        return f"{params.host}:{params.port}"
+
+    def _open(self, after_loss: bool = False) -> None:
+        """Connect to the first address that answers (after a loss: starting after the lost one)."""
+        count = len(self._params)
+        start = (self._current + 1) % count if after_loss else 0
+        self._failures = []
+        for index in [(start + i) % count for i in range(count)]:
+            params = self._params[index]
+            try:
+                self._connection = pika.BlockingConnection(params)
+            except (px.ProbableAuthenticationError, px.AuthenticationError, px.ProbableAccessDeniedError):
+                raise  # users and vhosts are the cluster's: another node would refuse it too
+            except LOST as e:
+                self._failures.append((f"{params.host}:{params.port}", e))
+                continue
+            self._current = index
+            self._open_channel()
+            return
+        raise self._failures[-1][1]
 
     def _open_channel(self) -> None:
         channel = self._connection.channel()
@@ -243,26 +261,36 @@ class Link:
         self._channel = channel
 
     def _reconnect(self, cause: BaseException, deadline: float) -> None:
-        log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self.url, describe(cause))
+        lost = self.address
+        log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._where(lost),
+                    describe(cause))
         self._discard()
         delay = 0.05
+        after_loss = True  # the first pass starts after the lost node; later passes from the top
         while True:
             try:
-                self._open()
+                self._open(after_loss)
                 self.reconnects += 1
-                log.warning("reconnected to RabbitMQ at %s after: %s", self.url, describe(cause))
+                log.warning("reconnected to RabbitMQ at %s after: %s", self._where(self.address),
+                            describe(cause))
                 return
             except LOST as e:
                 self._discard()
                 last: BaseException = e
+            after_loss = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerError(
                     f"lost the connection to RabbitMQ at {self.url} ({describe(cause)}) and could not "
-                    f"reconnect within {self._settings.reconnect_for_s:g}s: {describe(last)}"
+                    f"reconnect within {self._settings.reconnect_for_s:g}s: "
+                    f"{failures(last, self._failures)}"
                 ) from last
             time.sleep(min(delay, remaining))  # nothing to service: there is no connection
             delay = min(delay * 2, 2.0)
+
+    def _where(self, address: str) -> str:
+        """The URL, and with several addresses the node meant."""
+        return self.url if len(self._params) == 1 else f"{self.url} (node {address})"
 
     def _discard(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -277,57 +305,6 @@ def _nothing() -> None:
     """A callback whose only effect is to make process_data_events return."""
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}").geturl()
+__all__ = ["Channel", "Link", "describe", "redact", "unreachable"]  # the errors' old home
 
 
-def unreachable(url: str, error: BaseException, timeout_s: float) -> str:
-    """One line: where, what went wrong, and what to do."""
-    why = describe(error, timeout_s)
-    if why.startswith("access"):
-        return f"cannot log in to RabbitMQ at {url}: {why} (pass --broker / set FEDMQ_BROKER)."
-    return f"cannot reach RabbitMQ at {url}: {why}. {START_HINT}"
-
-
-def describe(error: BaseException, timeout_s: float | None = None) -> str:
-    """A short, one-line account of a pika or socket error."""
-    error = _innermost(error)
-    if isinstance(error, (px.ProbableAuthenticationError, px.AuthenticationError)):
-        return "access refused: check the user and password"
-    if isinstance(error, px.ProbableAccessDeniedError):
-        return "access to the virtual host refused: check that it exists and the user may use it"
-    if isinstance(error, (px.ConnectionClosedByBroker, px.ChannelClosedByBroker)):
-        return f"{error.reply_code} {error.reply_text}"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, socket.gaierror):
-        return f"unknown host ({error.strerror})"
-    if isinstance(error, (AMQPConnectorStackTimeout, TimeoutError)):
-        return f"no answer within {timeout_s:g}s" if timeout_s else "timed out"
-    if isinstance(error, px.IncompatibleProtocolError):
-        return "the server did not complete the AMQP handshake (is this a RabbitMQ port?)"
-    if isinstance(error, px.StreamLostError):
-        return "the connection was lost"
-    return " ".join((str(error) or type(error).__name__).split())[:300]
-
-
-def _innermost(error: BaseException) -> BaseException:
-    """The exception at the bottom of pika's connect-workflow wrappers."""
-    while True:
-        if isinstance(error, AMQPConnectionWorkflowFailed) and error.exceptions:
-            error = error.exceptions[-1]
-        elif isinstance(error, AMQPConnectorPhaseErrorBase):
-            error = error.exception
-        elif (
-            type(error) is px.AMQPConnectionError
-            and error.args
-            and isinstance(error.args[0], BaseException)
-        ):
-            error = error.args[0]
-        else:
-            return error

@@ -30,6 +30,7 @@ from fedmq.broker.rabbitmq_presence import PresenceChannel, queue_depth
 from fedmq.broker.rabbitmq_shared import SharedPublisher
 from fedmq.broker.rabbitmq_topology import declare_exchanges, declare_reply_queue, declare_task_queue
 from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import QueueType
 from fedmq.protocol.errors import BrokerError
 from fedmq.protocol.messages import check_name
 
@@ -52,7 +53,7 @@ class RabbitBroker(Broker):
         self._dead: deque[Delivery] = deque()
         self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s)
         # x-delivery-count is the broker's only on quorum queues; elsewhere a publisher sets it.
-        self._redeliveries = Redeliveries(trust_count=settings.topology.queue_type == "quorum")
+        self._redeliveries = Redeliveries(trust_count=settings.topology.queue_type is QueueType.QUORUM)
         self._reply_queues: set[str] = set()  # consumed reply queues: their senders are known
         self._task_queues: set[str] = set()  # consumed task queues
         self._user = connection_user(settings.url)  # every publish carries it as user_id

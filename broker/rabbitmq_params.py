@@ -8,6 +8,7 @@ certificate. TLS files given with a plain `amqp://` URL are a usage error, never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -16,19 +17,30 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 
+from fedmq.broker.addresses import broker_addresses
 from fedmq.broker.settings import BrokerSettings
 from fedmq.protocol.errors import BrokerError
 
 
-def parameters(settings: BrokerSettings, shown: str) -> Any:
-    """pika's URLParameters for `settings` (`shown`: the URL with its password redacted)."""
-    scheme = urlsplit(settings.url).scheme
+def parameters_list(settings: BrokerSettings, shown: str) -> list[Any]:
+    """pika's URLParameters for each address of `settings.url` (broker.addresses), in order."""
+    try:
+        urls = broker_addresses(settings.url)
+    except ValueError as e:
+        raise BrokerError(str(e)) from e
+    return [parameters(settings, url, shown) for url in urls]
+
+
+def parameters(settings: BrokerSettings, url: str, shown: str) -> Any:
+    """pika's URLParameters for `url`, one address of `settings` (`shown`: the whole URL with its
+    password redacted)."""
+    scheme = urlsplit(url).scheme
     if scheme not in ("amqp", "amqps"):
         raise BrokerError(
             f"{shown} is not a RabbitMQ URL: use amqp://user:pass@host:5672/vhost or amqps://"
         )
     try:
-        params = pika.URLParameters(settings.url)
+        params = pika.URLParameters(url)
     except ValueError as e:
         raise BrokerError(f"invalid RabbitMQ URL {shown}: {e}") from e
     params.connection_attempts = 1  # reconnecting is ours, with its own window
@@ -69,5 +81,7 @@ def connection_user(url: str) -> str | None:
     None when the URL names none (pika then logs in as guest, or a certificate names the user
     under the EXTERNAL mechanism): fedmq then cannot know the user, and sets no user_id.
     """
+    with contextlib.suppress(ValueError):  # a malformed list: connecting reports it
+        url = broker_addresses(url)[0]  # a cluster's nodes share the login
     username = urlsplit(url).username
     return unquote(username) if username else None

@@ -11,11 +11,26 @@ contiguous, so a coordinator reassembles one reply at a time whatever the number
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from fedmq.protocol.messages import check_name
 
 
-QUEUE_TYPES = ("classic", "quorum")
+class QueueType(str, Enum):
+    """How RabbitMQ stores a queue; its value is the `x-queue-type` argument and the CLI spelling.
+
+    CLASSIC lives on one node. QUORUM is replicated over a cluster (Raft): it survives the loss
+    of a minority of nodes with no confirmed message lost, at the cost of a majority's fsyncs.
+    """
+
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+    def __str__(self) -> str:  # argparse shows choices and defaults with str()
+        return self.value
+
+
+QUEUE_TYPES = tuple(kind.value for kind in QueueType)
 
 
 @dataclass(frozen=True)
@@ -23,22 +38,23 @@ class Topology:
     prefix: str = "fedmq"
     # "quorum": every queue replicated across a RabbitMQ cluster (Raft). Fixed when a queue is
     # declared, so it is a setting of the topology, not a broker policy.
-    queue_type: str = "classic"
+    queue_type: QueueType = QueueType.CLASSIC
     # The dead-letter queue's bounds: past either, its oldest letters are dropped, so a flood of
     # rejected messages cannot fill the broker's memory or disk.
     dead_letter_max_length: int = 100_000
     dead_letter_max_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
-        if self.queue_type not in QUEUE_TYPES:
-            raise ValueError(f"queue type must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+        if not isinstance(self.queue_type, QueueType):
+            raise ValueError(f"queue type must be a QueueType ({', '.join(QUEUE_TYPES)}), "
+                             f"got {self.queue_type!r}")
         if self.dead_letter_max_length < 1 or self.dead_letter_max_bytes < 1:
             raise ValueError("the dead-letter queue's bounds must be positive")
 
     def queue_arguments(self) -> dict[str, object]:
         """Arguments every durable fedmq queue carries: its type, when not the default classic
         (left out then, so queues declared before this setting existed still match)."""
-        return {"x-queue-type": self.queue_type} if self.queue_type != "classic" else {}
+        return {"x-queue-type": self.queue_type.value} if self.queue_type is not QueueType.CLASSIC else {}
 
     @property
     def task_exchange(self) -> str:

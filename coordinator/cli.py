@@ -170,7 +170,8 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
     shown = default.replace("%", "%%")  # argparse formats help with %: the URL's %2F must survive
-    parser.add_argument("--broker", help=f"amqp://, amqps:// or memory:// URL (default: $FEDMQ_BROKER, else {shown})")
+    parser.add_argument("--broker", action="append", help=f"amqp://, amqps:// or memory:// URL; a cluster: "
+                        f"amqp://user:pass@h1,h2,h3/vhost or --broker once per node (default: $FEDMQ_BROKER, else {shown})")
     parser.add_argument("--prefix", help="prefix of exchange and queue names (default fedmq)")
     parser.add_argument("--chunk-size", type=int, default=8 << 20, help="bytes per message above which "
                         "payloads are chunked (default 8 MiB)")

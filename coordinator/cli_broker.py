@@ -22,7 +22,8 @@ from fedmq.broker.provision import (
     write,
 )
 from fedmq.broker.settings import BrokerSettings
-from fedmq.broker.topology import QUEUE_TYPES, Topology
+from fedmq.broker.addresses import join_broker_urls
+from fedmq.broker.topology import QueueType, Topology
 
 DEFAULT_PREFIX = "fedmq"
 
@@ -33,8 +34,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="amqps://: CA certificate (PEM) to verify the broker by")
     parser.add_argument("--tls-cert", type=Path, help="amqps://: client certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="amqps://: the client certificate's private key (PEM)")
-    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic", help="classic, or quorum "
-                        "for a RabbitMQ cluster; must match how the queues were first declared")
+    parser.add_argument("--queue-type", type=QueueType, choices=list(QueueType), help="classic, or quorum "
+                        "for a RabbitMQ cluster; must match how the queues were first declared (default: "
+                        "the --credentials file's, else classic)")
     parser.add_argument("--chunk-timeout", type=float, default=120.0, help="seconds after which a "
                         "chunked message missing pieces is dead-lettered (default 120)")
     parser.add_argument("--max-deliveries", type=int, default=5, help="a message delivered this many "
@@ -52,10 +54,12 @@ def add_worker_security_options(parser: argparse.ArgumentParser) -> None:
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
     """BrokerSettings from --broker/$FEDMQ_BROKER/--credentials, --prefix and the TLS options."""
     credentials = credentials_of(args)
-    url = BrokerSettings.url_from(args.broker or (credentials.url if credentials else None),
+    flag = join_broker_urls(args.broker) if args.broker else None  # --broker may be repeated
+    url = BrokerSettings.url_from(flag or (credentials.url if credentials else None),
                                   default=args.default_broker)
     prefix = args.prefix or (credentials.prefix if credentials else DEFAULT_PREFIX)
-    return BrokerSettings(url=url, topology=Topology(prefix, args.queue_type), chunk_size=args.chunk_size,
+    queue_type = args.queue_type or (credentials.queue_type if credentials else QueueType.CLASSIC)
+    return BrokerSettings(url=url, topology=Topology(prefix, queue_type), chunk_size=args.chunk_size,
                           chunk_timeout_s=args.chunk_timeout, max_deliveries=args.max_deliveries,
                           verify_senders=bool(getattr(args, "verify_senders", False))
                           or (credentials is not None and credentials.role == COORDINATOR),
@@ -107,10 +111,11 @@ def add_broker_command(commands: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--coordinator", default="coordinator", help="the coordinator's username")
     p.add_argument("--vhost", default="fedmq", help="virtual host (default fedmq)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="prefix of exchange and queue names")
-    p.add_argument("--queue-type", choices=QUEUE_TYPES, default="classic",
-                   help="classic, or quorum for a RabbitMQ cluster")
+    p.add_argument("--queue-type", type=QueueType, choices=list(QueueType), default=QueueType.CLASSIC,
+                   help="classic, or quorum for a RabbitMQ cluster (written into the credentials files)")
     p.add_argument("--endpoint", default="amqp://127.0.0.1:5672",
-                   help="where principals connect, written into their files (amqps://host:5671 for TLS)")
+                   help="where principals connect, written into their files (amqps://host:5671 for TLS; "
+                   "a cluster's nodes: amqp://h1:5672,h2:5672,h3:5672)")
     p.add_argument("--out", type=Path, required=True, help="directory for definitions.json (mode 0644: "
                    "it holds only salted hashes, and the broker's user must read it) and one NAME.json "
                    "credentials file per principal (mode 0600: plain passwords)")

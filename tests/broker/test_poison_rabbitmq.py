@@ -13,7 +13,7 @@ from dataclasses import replace
 from fedmq.broker.poison import DELIVERY_COUNT, Redeliveries
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
-from fedmq.broker.topology import Topology
+from fedmq.broker.topology import QueueType, Topology
 from tests.broker.live_worker import WAIT_S
 from tests.conftest import BrokerAdmin
 
@@ -22,7 +22,7 @@ LIMIT = 2
 
 def test_a_task_that_crashes_its_workers_is_dead_lettered_on_a_quorum_queue(
         rabbit_settings: BrokerSettings) -> None:
-    settings = replace(rabbit_settings, topology=Topology(rabbit_settings.topology.prefix, "quorum"),
+    settings = replace(rabbit_settings, topology=Topology(rabbit_settings.topology.prefix, QueueType.QUORUM),
                        max_deliveries=LIMIT)
     with RabbitBroker(settings) as coordinator:
         coordinator.declare_worker("w")

@@ -7,13 +7,13 @@ from dataclasses import replace
 from fedmq.broker.provision import provision
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
-from fedmq.broker.topology import Topology
+from fedmq.broker.topology import QueueType, Topology
 from tests.conftest import BrokerAdmin
 
 
 def test_provisioned_queues_carry_the_queue_type() -> None:
     # When a federation is provisioned for a cluster
-    document = provision(["alice"], "coordinator", "fedmq", "fedmq", queue_type="quorum").definitions
+    document = provision(["alice"], "coordinator", "fedmq", "fedmq", queue_type=QueueType.QUORUM).definitions
     # Then every queue in the definitions is a quorum queue
     assert document["queues"] and all(q["arguments"]["x-queue-type"] == "quorum" for q in document["queues"])
     # And the classic default adds no argument (queues declared before the setting still match)
@@ -22,7 +22,7 @@ def test_provisioned_queues_carry_the_queue_type() -> None:
 
 def test_quorum_queues_carry_tasks_and_replies(rabbit_settings: BrokerSettings, rabbitmq_admin: BrokerAdmin) -> None:
     # Given a topology of quorum queues
-    settings = replace(rabbit_settings, topology=Topology(rabbit_settings.topology.prefix, "quorum"))
+    settings = replace(rabbit_settings, topology=Topology(rabbit_settings.topology.prefix, QueueType.QUORUM))
     with RabbitBroker(settings) as coordinator, RabbitBroker(settings) as worker:
         worker.consume_tasks("alice")
         coordinator.consume_replies("job", ["alice"])

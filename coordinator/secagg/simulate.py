@@ -36,7 +36,7 @@ def travel(message: M) -> tuple[M, int]:
 
 def simulate(*, params: SecAggParams, updates: Mapping[str, tuple[Mapping[str, torch.Tensor], int]],
              silent: Mapping[m.Stage, Collection[str]] | None = None, job: str = "job", round_: int = 1,
-             to_coordinator: Observer | None = None, to_worker: Observer | None = None) -> SecAggResult:
+             nonce: bytes | None = None, to_coordinator: Observer | None = None, to_worker: Observer | None = None) -> SecAggResult:
     """The unmasked example-weighted sum of `updates` {worker: (update, examples)}.
 
     `to_coordinator` and `to_worker` see every message each way, as decoded, with its size.
@@ -47,7 +47,7 @@ def simulate(*, params: SecAggParams, updates: Mapping[str, tuple[Mapping[str, t
     sessions = {name: WorkerSession(job=job, round_=round_, name=name, update=update, num_examples=n)
                 for name, (update, n) in updates.items()}
     coordinator = SecAggRound(job=job, round_=round_, params=params, roster=roster,
-                              layout=masking.layout_of(first))
+                              layout=masking.layout_of(first), nonce=nonce)
     gone: set[str] = set()
     requests = coordinator.start()
     while not coordinator.done:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fedmq.broker.settings import MEMORY_URL, BrokerSettings
+from fedmq.coordinator.cli_privacy import add_privacy_options, privacy_settings
 from fedmq.coordinator.cli_broker import (
     add_broker_command,
     add_connection_options,
@@ -28,6 +29,7 @@ from fedmq.coordinator.demo import run_demo
 from fedmq.coordinator.cli_workers import connection_groups, worker_args
 from fedmq.coordinator.cli_async import add_async_options, async_settings, run_job, run_length
 from fedmq.coordinator.job import check_replies
+from fedmq.coordinator.privacy.build import private_strategy
 from fedmq.coordinator.sampling import Sampling
 from fedmq.coordinator.settings import TrainSettings, default_job_name
 from fedmq.coordinator.strategies import STRATEGIES, build_strategy
@@ -166,6 +168,7 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
                         "with --seed (default: all)")
     parser.add_argument("--fraction", type=float, metavar="F", help="the share of workers asked per round")
     add_async_options(parser)
+    add_privacy_options(parser)
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
@@ -195,8 +198,8 @@ def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra:
     settings = TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
                              metrics_out=args.metrics_out, strategy=args.strategy, strategy_options=options,
                              sampling=Sampling(count=args.sample, fraction=args.fraction),
-                             **extra)  # type: ignore[arg-type]
-    check_replies(settings, strategy)
+                             **privacy_settings(args), **extra)  # type: ignore[arg-type]
+    check_replies(settings, private_strategy(strategy, settings))  # DP's refusals: exit 2 before round 1
     return settings
 
 

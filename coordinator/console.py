@@ -44,14 +44,21 @@ class RoundReporter:
 
 def round_table(rows: list[RoundMetrics], title: str) -> Table:
     table = Table(title=title)
+    private = any("dp_epsilon" in m.strategy for m in rows)  # a DP run: epsilon spent after each round
     # Short headers: the table must fit an 80-column terminal.
     for column in ("round", "ok", "dropped", "failed", "train loss", "eval loss", "acc",
-                   "wall s", "train s"):
+                   "wall s", "train s") + (("eps",) if private else ()):
         table.add_column(column, justify="right")
     for m in rows:
+        epsilon = [_epsilon(m.strategy.get("dp_epsilon"))] if private else []
         table.add_row(str(m.round), str(m.replies), str(m.dropped), str(m.failed), _fmt(m.train_loss),
-                      _fmt(m.eval_loss), _fmt(m.eval_accuracy), f"{m.wall_s:.3f}", f"{m.worker_train_s:.3f}")
+                      _fmt(m.eval_loss), _fmt(m.eval_accuracy), f"{m.wall_s:.3f}", f"{m.worker_train_s:.3f}",
+                      *epsilon)
     return table
+
+
+def _epsilon(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value or "-")
 
 
 def _fmt(value: float | None) -> str:

@@ -30,7 +30,7 @@ def update_noise_multiplier(z: float, count_std: float) -> float:
     if not 2 * count_std > z:
         raise ValueError(f"adaptive clipping cannot keep noise multiplier {z:g} with clipped-count noise "
                          f"{count_std:g}: it needs 2 * sigma_b > Z (z_delta = (Z^-2 - (2 sigma_b)^-2)^-1/2); "
-                         f"raise --dp-clip-count-std above {z / 2:g}, or sample more workers per round")
+                         f"raise --dp-clip-count-std above {z / 2:g} (its default is the sample size / 20), or lower Z")
     return float((z ** -2 - (2 * count_std) ** -2) ** -0.5)
 
 

@@ -2,9 +2,15 @@
 
 All of them stream: each reply is folded into one running, example-weighted sum and let go, so a
 round needs memory for that sum plus the optimizer's state (one model for FedAvgM, two for the
-adaptive ones), however many workers answer. The optimizer acts on floating entries; integer
-and bool entries (BatchNorm's num_batches_tracked) move by FedAvg's rounded mean, since a counter
-has no gradient. A round without replies leaves the model and the optimizer's state unchanged.
+adaptive ones), however many workers answer. The optimizer acts on the parameters only.
+Normalisation buffers are statistics, not weights, and have no gradient: momentum or Adam's
+1/sqrt(v) scaling would push a running variance anywhere (negative included), so they move by
+FedAvg's example-weighted mean, integer counters (num_batches_tracked) by its rounded mean.
+A strategy sees a state dict, not the module, so buffers are told by torch's own names for them
+(`BUFFER_NAMES`, the last dotted component: every BatchNorm, SyncBatchNorm and InstanceNorm
+registers exactly these): no job or task has to pass a list, and a checkpoint needs none. A model
+with other float buffers names them in a subclass's `buffer_names`. A round without replies
+leaves the model and the optimizer's state unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -49,10 +55,16 @@ class FedProx(FedAvg):
         return {"proximal_mu": self.mu}
 
 
+# The state-dict names torch's normalisation layers give their running statistics.
+BUFFER_NAMES = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+
+
 class _ServerOptimizer(RunningSum):
-    """FedAvg's streaming sum, then a server step on the mean delta (subclasses: `_step`)."""
+    """FedAvg's streaming sum, then a server step on the mean delta of the parameters (subclasses:
+    `_step`); buffers move by the plain weighted mean (module docstring)."""
 
     kind = ""  # the registry name, recorded in state_dict
+    buffer_names: ClassVar[frozenset[str]] = BUFFER_NAMES  # last name components that are buffers
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,14 +79,24 @@ class _ServerOptimizer(RunningSum):
         new: Weights = {}
         for name, t in self._weights.items():
             mean = total.pop(name).div_(self._examples)  # the entry's sum becomes its mean in place
-            if t.is_floating_point():
+            if self.is_parameter(name, t):
                 step = self._step(name, t.to(compute_dtype(t)), mean.to(compute_dtype(t)))
                 new[name] = step.to(t.dtype)
                 total[name] = mean  # kept for the norm below, in the sum's own memory
+            elif t.is_floating_point():  # a running statistic: FedAvg's weighted mean
+                new[name] = (t.to(compute_dtype(t)) + mean.to(compute_dtype(t))).to(t.dtype)
             else:
                 new[name] = t + mean.round().to(t.dtype)
-        self._metrics = {"pseudo_gradient_norm": sq_norm(total) ** 0.5}
+        self._metrics = {"pseudo_gradient_norm": sq_norm(total) ** 0.5}  # over the parameters only
         return new
+
+    def is_parameter(self, name: str, t: torch.Tensor) -> bool:
+        """Whether the server optimizer steps this entry: floating, and not a buffer by name."""
+        return t.is_floating_point() and name.rpartition(".")[2] not in self.buffer_names
+
+    def parameters_of(self, weights: Weights) -> Weights:
+        """The entries the optimizer steps, hence those its per-entry state must cover."""
+        return {name: t for name, t in weights.items() if self.is_parameter(name, t)}
 
     def metrics(self) -> StrategyMetrics:
         return dict(self._metrics)
@@ -113,7 +135,7 @@ class FedAvgM(_ServerOptimizer):
 
     def _check_state(self, weights: Weights) -> None:
         if self._velocity:
-            check_fits(self.kind, self._velocity, weights)
+            check_fits(self.kind, self._velocity, self.parameters_of(weights))
 
     def state_dict(self) -> dict[str, Any]:
         if not self._velocity:
@@ -169,8 +191,8 @@ class _Adaptive(_ServerOptimizer):
 
     def _check_state(self, weights: Weights) -> None:
         if self._m or self._v:
-            check_fits(self.kind, self._m, weights)
-            check_fits(self.kind, self._v, weights)
+            check_fits(self.kind, self._m, self.parameters_of(weights))
+            check_fits(self.kind, self._v, self.parameters_of(weights))
 
     def state_dict(self) -> dict[str, Any]:
         if not self._m:

@@ -81,7 +81,8 @@ def flatten(prefix: str, tensors: Weights) -> dict[str, torch.Tensor]:
 
 
 def check_fits(kind: str, state: Weights, weights: Weights) -> None:
-    """Restored per-entry state must match the model's floating entries, name and shape."""
+    """Restored per-entry state must match the entries it is kept for (the floating entries of
+    `weights`; a server optimizer passes its parameters only), name and shape."""
     floats = {name: t for name, t in weights.items() if t.is_floating_point()}
     if state.keys() != floats.keys():
         missing = sorted(floats.keys() - state.keys())[:3]

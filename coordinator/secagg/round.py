@@ -161,7 +161,7 @@ class SecAggRound:
                                f"its {len(self._graph[index])} neighbours")
         elif isinstance(reply, m.MaskedInputReply):
             self._fold(reply.masked, name)
-            return replace(reply, masked=torch.zeros(0, dtype=torch.int64))  # folded: let it go
+            return replace(reply, masked=torch.zeros(0, 1, dtype=torch.uint8))  # folded: let it go
         else:
             owners = (self._graph[index] & self._sealed.keys()) | {index}
             if (set(reply.seed_shares) != owners & self._survivors
@@ -171,13 +171,15 @@ class SecAggRound:
 
     def _fold(self, masked: torch.Tensor, name: str) -> None:
         assert self._total is not None
-        if masked.dim() != 1 or masked.numel() != self._total.numel() or masked.dtype not in (torch.int32, torch.int64):
-            raise Rejected(f"{name!r} sent a masked input of {masked.numel()} {masked.dtype} elements; "
-                           f"the round expects {self._total.numel()} ring elements")
-        ring = masked.to(torch.int64)
-        if bool((ring < 0).any()) or bool((ring > masking.ring_mask(self.params.ring_bits)).any()):
-            raise Rejected(f"{name!r} sent values outside the {self.params.ring_bits}-bit ring")
-        self._total.add_(ring).bitwise_and_(masking.ring_mask(self.params.ring_bits))
+        bits, length = self.params.ring_bits, self._total.numel()
+        shape = masking.packed_shape(length, bits)
+        if masked.dtype != torch.uint8 or tuple(masked.shape) != shape:
+            raise Rejected(f"{name!r} sent a masked input of shape {tuple(masked.shape)} {masked.dtype}; "
+                           f"the round expects {shape} uint8 ({length} ring elements of {bits} bits)")
+        ring = masking.unpack_ring(masked)
+        if bool(ring[length:].any()):
+            raise Rejected(f"{name!r} sent a masked input whose padding bits are set")
+        self._total.add_(ring[:length]).bitwise_and_(masking.ring_mask(bits))
 
     def _finish(self, replies: dict[int, m.Reply]) -> None:
         """Rebuilds the survivors' seeds and the dropped workers' keys, strips the masks, decodes."""

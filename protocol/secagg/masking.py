@@ -133,6 +133,30 @@ def decode_sum(total: torch.Tensor, *, params: SecAggParams) -> tuple[torch.Tens
     return signed[:-1].to(torch.float64) * quant_step(params), examples
 
 
-def wire_dtype(bits: int) -> torch.dtype:
-    """The narrowest signed dtype that holds ring elements of `bits` bits."""
-    return torch.int32 if bits <= 31 else torch.int64
+def packed_shape(length: int, bits: int) -> tuple[int, int]:
+    """The shape of `pack_ring`'s output: one row of ceil(length / 8) bytes per bit."""
+    return bits, -(-length // 8)
+
+
+def pack_ring(ring: torch.Tensor, bits: int) -> torch.Tensor:
+    """Ring elements as `bits` bit planes (uint8, [bits, ceil(n/8)]): exactly R bits per element
+    on the wire, as Bonawitz et al. count them, padded with zero bits to a whole byte."""
+    _, row = packed_shape(ring.numel(), bits)
+    padded = torch.zeros(row * 8, dtype=torch.int64)
+    padded[:ring.numel()] = ring
+    groups = padded.reshape(row, 8)
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int64)
+    planes = torch.empty(bits, row, dtype=torch.uint8)
+    for bit in range(bits):
+        planes[bit] = ((groups >> bit).bitwise_and_(1).mul_(weights)).sum(dim=1).to(torch.uint8)
+    return planes
+
+
+def unpack_ring(planes: torch.Tensor) -> torch.Tensor:
+    """The int64 ring elements of `pack_ring`'s planes, with the padding (which must be zero:
+    check it) at the end."""
+    shifts = torch.arange(8, dtype=torch.int64)
+    out = torch.zeros(planes.shape[1] * 8, dtype=torch.int64)
+    for bit in range(planes.shape[0]):
+        out.bitwise_or_(((planes[bit].to(torch.int64).unsqueeze(1) >> shifts) & 1).reshape(-1) << bit)
+    return out

@@ -100,7 +100,8 @@ class MaskedInputRequest:
 
 @dataclass(frozen=True, kw_only=True, eq=False)  # tensors have no truth value to compare
 class MaskedInputReply:
-    """The masked, quantized, weighted update: ring elements (int32 or int64)."""
+    """The masked, quantized, weighted update: its ring elements as R bit planes
+    (masking.pack_ring), R bits per element."""
 
     stage: ClassVar[Stage] = Stage.MASKED_INPUT
     job: str

@@ -20,12 +20,11 @@ from fedmq.protocol.errors import DecodeError, UnsupportedVersion
 from fedmq.protocol.names import NAME_PATTERN
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.crypto import KEY_BYTES
-from fedmq.protocol.secagg.params import MAX_WORKERS, SecAggParams
+from fedmq.protocol.secagg.params import MAX_RING_BITS, MAX_WORKERS, SecAggParams
 from fedmq.protocol.secagg.shamir import PRIME, SHARE_BYTES
 
 PROTOCOL_VERSION = 1  # the envelope's `v`, as protocol.messages.PROTOCOL_VERSION (a test checks)
 MAX_ROUND = (1 << 63) - 1
-RING_DTYPES = (torch.int32, torch.int64)
 
 
 class Kind(str, enum.Enum):
@@ -216,6 +215,7 @@ class _Fields:
 
     def ring(self, key: str) -> torch.Tensor:
         tensor = tensor_from_wire(self._obj.get(key))
-        if tensor.dtype not in RING_DTYPES or tensor.dim() != 1 or tensor.numel() < 1:
-            raise DecodeError(f"field {key!r} must be a non-empty vector of int32 or int64")
+        if (tensor.dtype != torch.uint8 or tensor.dim() != 2 or not 1 <= tensor.shape[0] <= MAX_RING_BITS
+                or tensor.shape[1] < 1):
+            raise DecodeError(f"field {key!r} must be ring elements: 1 to {MAX_RING_BITS} uint8 bit planes")
         return tensor

@@ -17,13 +17,17 @@ from fedmq.worker.secagg.session import WorkerSession
 Update = dict[str, torch.Tensor]
 
 
-def make_updates(n: int, *, seed: int = 0, scale: float = 0.1) -> dict[str, tuple[Update, int]]:
-    """n workers' updates (two tensors, 23 coordinates) of L2 norm well under clip 1, with
-    example counts 10, 17, 24, ..."""
+def make_updates(n: int, *, seed: int = 0, scale: float = 0.1, extra: int = 0) -> dict[str, tuple[Update, int]]:
+    """n workers' updates (two tensors, 23 coordinates, and `extra` more in a third) of L2 norm
+    well under clip 1, with example counts 10, 17, 24, ..."""
     generator = torch.Generator().manual_seed(seed)
-    return {f"w{i}": ({"weight": torch.randn(4, 5, generator=generator) * scale,
-                       "bias": torch.randn(3, generator=generator) * scale}, 10 + 7 * i)
-            for i in range(n)}
+    updates = {f"w{i}": ({"weight": torch.randn(4, 5, generator=generator) * scale,
+                          "bias": torch.randn(3, generator=generator) * scale}, 10 + 7 * i)
+               for i in range(n)}
+    for update, _ in updates.values():
+        if extra:
+            update["extra"] = torch.randn(extra, generator=generator) * scale
+    return updates
 
 
 def fedavg(updates: dict[str, tuple[Update, int]], names: Collection[str]) -> Update:
@@ -36,10 +40,10 @@ def fedavg(updates: dict[str, tuple[Update, int]], names: Collection[str]) -> Up
 
 class Rig:
     def __init__(self, n: int, *, round_: int = 1, threshold: int | None = None, neighbours: int | None = None,
-                 job: str = "job", seed: int = 0) -> None:
+                 job: str = "job", seed: int = 0, extra: int = 0) -> None:
         self.params = SecAggParams(num_workers=n, threshold=threshold or default_threshold(n),
                                    neighbours=neighbours or n - 1)
-        self.updates = make_updates(n, seed=seed)
+        self.updates = make_updates(n, seed=seed, extra=extra)
         self.sessions = {name: WorkerSession(job=job, round_=round_, name=name, update=update, num_examples=k)
                          for name, (update, k) in self.updates.items()}
         layout = masking.layout_of(next(iter(self.updates.values()))[0])

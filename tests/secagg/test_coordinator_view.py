@@ -40,7 +40,7 @@ def test_every_masked_input_looks_uniform_and_differs_from_the_true_update() -> 
              to_coordinator=lambda name, message, _: received.setdefault(name, []).append(message))
     bits = params.ring_bits
     # Then only masked inputs carry vectors, one per surviving worker
-    masked = {name: msg.masked.to(torch.int64) for name, msgs in received.items() for msg in msgs
+    masked = {name: masking.unpack_ring(msg.masked)[:DIM + 1] for name, msgs in received.items() for msg in msgs
               if isinstance(msg, m.MaskedInputReply)}
     assert sorted(masked) == ["a", "b", "d", "e"]
     for name, vector in masked.items():

@@ -77,7 +77,16 @@ def test_a_ring_too_wide_for_int64_is_refused_with_advice() -> None:
 def test_ring_bits_follow_workers_examples_and_bits() -> None:
     # 4 workers x 100 examples = 400 < 2**9; 12 bits: |sum| < 2**(11 + 9) = 2**(R - 1)
     assert _params().ring_bits == 21
-    assert masking.wire_dtype(21) is torch.int32 and masking.wire_dtype(40) is torch.int64
+
+
+def test_packed_ring_elements_take_r_bits_each_and_round_trip() -> None:
+    # Given 11 elements of a 37-bit ring, the extremes among them
+    ring = torch.tensor([0, 1, (1 << 37) - 1, 123456789012] + list(range(7)), dtype=torch.int64)
+    packed = masking.pack_ring(ring, 37)
+    # Then they travel as 37 planes of 2 bytes (11 bits padded to 16) and come back exactly
+    assert packed.shape == (37, 2) and packed.dtype is torch.uint8
+    unpacked = masking.unpack_ring(packed)
+    assert torch.equal(unpacked[:11], ring) and not unpacked[11:].any()
 
 
 def test_layout_round_trip_keeps_names_shapes_and_dtypes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.crypto import CryptoError
@@ -131,3 +132,27 @@ def test_a_share_reply_to_other_than_the_neighbours_is_rejected() -> None:
     partial = m.ShareReply(job="job", round=1, sender=0, sealed={1: reply.sealed[1]})
     with pytest.raises(Rejected, match="neighbours"):
         rig.coordinator.receive(partial, sender="w0")
+
+
+def test_a_masked_input_of_the_wrong_size_or_with_padding_bits_is_rejected() -> None:
+    # Given a round at MASKED_INPUT over 24 coordinates + the count: 25 elements, so each bit
+    # plane is 4 bytes of which the last 7 bits are padding
+    rig = Rig(3, extra=1)
+    rig.step()
+    rig.step()
+    reply = rig.sessions["w0"].handle(rig.requests["w0"])
+    assert isinstance(reply, m.MaskedInputReply) and reply.masked.shape == (rig.params.ring_bits, 4)
+
+    def send(masked: torch.Tensor) -> None:
+        rig.coordinator.receive(m.MaskedInputReply(job="job", round=1, sender=0, masked=masked), sender="w0")
+    # When the planes are a byte short, or a plane is missing / Then each is rejected
+    for masked in (reply.masked[:, :-1], reply.masked[:-1]):
+        with pytest.raises(Rejected, match="shape"):
+            send(masked)
+    # And so is a padding bit set
+    padded = reply.masked.clone()
+    padded[0, -1] |= 0x80
+    with pytest.raises(Rejected, match="padding"):
+        send(padded)
+    # While the true reply is still taken
+    send(reply.masked)

@@ -137,7 +137,7 @@ class WorkerSession:
         masked = self._mask(r)
         self.state = State.MASKED
         return m.MaskedInputReply(job=self.job, round=self.round, sender=r.index,
-                                  masked=masked.to(masking.wire_dtype(r.params.ring_bits)))
+                                  masked=masking.pack_ring(masked, r.params.ring_bits))
 
     def _mask(self, r: _Round) -> torch.Tensor:
         """[n_u * q, n_u] + PRG(b_u) + sum of +-PRG(pairwise key) over neighbours that shared."""

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fedmq.broker.settings import MEMORY_URL, BrokerSettings
+from fedmq.coordinator.cli_async import add_async_options, async_settings, run_job, run_length
 from fedmq.coordinator.cli_privacy import add_privacy_options, privacy_settings
 from fedmq.coordinator.cli_broker import (
     add_broker_command,
@@ -24,19 +25,31 @@ from fedmq.coordinator.cli_broker import (
     task_senders,
     verify_senders,
 )
+from fedmq.coordinator.cli_workers import connection_groups, worker_args
 from fedmq.coordinator.console import RoundReporter
 from fedmq.coordinator.demo import run_demo
-from fedmq.coordinator.cli_workers import connection_groups, worker_args
-from fedmq.coordinator.cli_async import add_async_options, async_settings, run_job, run_length
 from fedmq.coordinator.job import check_replies
 from fedmq.coordinator.privacy.build import private_strategy
 from fedmq.coordinator.sampling import Sampling
 from fedmq.coordinator.settings import TrainSettings, default_job_name
 from fedmq.coordinator.strategies import STRATEGIES, build_strategy
-from fedmq.protocol.errors import BrokerError, BrokerUnreachable, FedmqError, StrategyError, TaskError
+from fedmq.protocol.errors import (
+    BrokerError,
+    BrokerUnreachable,
+    FedmqError,
+    StrategyError,
+    TaskError,
+)
 from fedmq.protocol.messages import TrainConfig
 from fedmq.worker.main import run_worker, run_workers
-from fedmq.worker.settings import ALLOW_GET_CHOICES, ShardSpec, WorkerSettings, apply_torch_threads, release_large_buffers
+from fedmq.worker.settings import (
+    AllowGet,
+    ShardSpec,
+    WorkerSettings,
+    apply_torch_threads,
+    release_large_buffers,
+)
+from fedmq.worker.task import Partition
 
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -83,11 +96,11 @@ def _parser() -> argparse.ArgumentParser:
                         "({i}/{n} with several --id)")
     worker.add_argument("--connections", type=int, default=1, help="with several --id: connections "
                         "(each with one dispatcher thread) per principal; more train in parallel")
-    worker.add_argument("--partition", choices=["iid", "label"], default="iid")
+    worker.add_argument("--partition", choices=list(Partition), type=Partition, default=Partition.IID)
     worker.add_argument("--device", default="cpu", help="cpu or cuda")
     worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
                         "workers often share a machine's cores)")
-    worker.add_argument("--allow-get", choices=ALLOW_GET_CHOICES, default="derived",
+    worker.add_argument("--allow-get", choices=list(AllowGet), type=AllowGet, default=AllowGet.DERIVED,
                         help="which remote objects clients may fetch: none, derived from the shard "
                         "(default), or all, raw private data included")
     worker.add_argument("--max-objects", type=int, default=10_000, help="remote objects held, all clients")

@@ -11,14 +11,14 @@ import time
 
 from fedmq.broker.base import Broker
 from fedmq.protocol.errors import BrokerError
-from fedmq.protocol.presence import JobState, Presence, encode_presence
+from fedmq.protocol.presence import JobState, Presence, Role, encode_presence
 
 log = logging.getLogger("fedmq.coordinator")
 
 
 def announce(broker: Broker, job: str, task: str, round_: int, rounds: int, state: JobState) -> None:
     """Tell watchers that `job` completed `round_` of `rounds` and is now `state`."""
-    presence = Presence(role="coordinator", name=job, state=state.value, at=time.time(), task=task,
+    presence = Presence(role=Role.COORDINATOR, name=job, state=state, at=time.time(), task=task,
                         job=job, round=round_, rounds=rounds)
     try:
         broker.publish_presence(encode_presence(presence))

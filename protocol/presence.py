@@ -16,9 +16,20 @@ from fedmq.protocol.codec import pack, unpack
 from fedmq.protocol.errors import DecodeError
 
 KIND = "presence"
-ROLES = ("worker", "coordinator")
 MAX_FIELD = 256  # characters of any text field: names, task, shard, state
 MAX_VALUES = 64  # a beat is ten fields (21 values): anything much larger is not one
+
+
+class Role(StrEnum):
+    WORKER = "worker"
+    COORDINATOR = "coordinator"
+
+
+class WorkerState(StrEnum):
+    """A worker's state in its beats."""
+
+    IDLE = "idle"
+    TRAINING = "training"
 
 
 class JobState(StrEnum):
@@ -31,9 +42,9 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True)
 class Presence:
-    role: str  # "worker" or "coordinator"
+    role: Role
     name: str  # worker id, or the coordinator's job
-    state: str  # worker: idle | training; coordinator: running | done | failed
+    state: WorkerState | JobState  # a worker's or a coordinator's, by role
     at: float  # the sender's wall clock (time.time()): shown as "last seen", never compared for order
     task: str = ""
     shard: str = ""
@@ -52,12 +63,16 @@ def decode_presence(data: bytes) -> Presence:
     if obj.get("kind") != KIND:
         raise DecodeError(f"not a presence message (kind {str(obj.get('kind'))[:40]!r})")
     text = {key: _text(obj, key) for key in ("role", "name", "state", "task", "shard", "job")}
-    if text["role"] not in ROLES or not text["name"]:
+    if text["role"] not in Role.__members__.values() or not text["name"]:
         raise DecodeError("presence: role must be worker or coordinator, and name not empty")
+    role = Role(text["role"])
+    states = WorkerState if role is Role.WORKER else JobState
+    if text["state"] not in states.__members__.values():
+        raise DecodeError(f"presence: a {role}'s state must be one of {', '.join(states)}")
     at = obj.get("at")
     if not isinstance(at, (int, float)) or isinstance(at, bool) or at != at:
         raise DecodeError("presence: at must be a number")
-    return Presence(role=text["role"], name=text["name"], state=text["state"], at=float(at),
+    return Presence(role=role, name=text["name"], state=states(text["state"]), at=float(at),
                     task=text["task"], shard=text["shard"], job=text["job"],
                     round=_count(obj, "round"), rounds=_count(obj, "rounds"))
 

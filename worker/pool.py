@@ -13,7 +13,7 @@ from fedmq.protocol.errors import BrokerError
 from fedmq.worker.host import dispatch
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import ShardSpec, WorkerSettings
-from fedmq.worker.task import Task
+from fedmq.worker.task import Partition, Task
 
 log = logging.getLogger("fedmq.worker")
 
@@ -28,7 +28,7 @@ class LocalWorkers:
     leave the others serving.
     """
 
-    def __init__(self, hub: MemoryHub, task: Task, names: Sequence[str], *, partition: str = "iid",
+    def __init__(self, hub: MemoryHub, task: Task, names: Sequence[str], *, partition: Partition = Partition.IID,
                  dispatchers: int = 1) -> None:
         if dispatchers < 1:
             raise ValueError(f"dispatchers must be at least 1, got {dispatchers}")

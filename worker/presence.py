@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from fedmq.broker.base import Broker
 from fedmq.protocol.errors import BrokerError
-from fedmq.protocol.presence import Presence, encode_presence
+from fedmq.protocol.presence import Presence, Role, WorkerState, encode_presence
 
 log = logging.getLogger("fedmq.worker")
 INTERVAL_S = 5.0
@@ -23,9 +23,9 @@ class Heartbeat:
     def __init__(self, broker: Broker, name: str, task: str, shard: str,
                  interval_s: float = INTERVAL_S) -> None:
         self._broker = broker
-        self._base = Presence(role="worker", name=name, state="idle", at=0.0, task=task, shard=shard)
+        self._base = Presence(role=Role.WORKER, name=name, state=WorkerState.IDLE, at=0.0, task=task, shard=shard)
         self._interval_s = interval_s
-        self._state = "idle"
+        self._state = WorkerState.IDLE
         self._job, self._round = "", 0
         self._next = 0.0  # time.monotonic() of the next periodic beat
 
@@ -35,11 +35,11 @@ class Heartbeat:
             self._beat()
 
     def training(self) -> None:
-        self._state = "training"
+        self._state = WorkerState.TRAINING
         self._beat()
 
     def answered(self, job: str, round_: int) -> None:
-        self._state, self._job, self._round = "idle", job, round_
+        self._state, self._job, self._round = WorkerState.IDLE, job, round_
         self._beat()
 
     def _beat(self) -> None:

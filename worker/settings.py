@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
 from fedmq.protocol.messages import check_name
 from fedmq.worker.task import ShardSpec
 
-__all__ = ["ALLOW_GET_CHOICES", "ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
-ALLOW_GET_CHOICES = ("none", "derived", "all")  # --allow-get: see worker.remote.store
+__all__ = ["AllowGet", "ShardSpec", "WorkerSettings", "apply_torch_threads", "release_large_buffers"]
+
+
+class AllowGet(StrEnum):
+    """--allow-get: the most private results a remote client may fetch (see worker.remote.store)."""
+
+    NONE = "none"  # the client's own objects and values computed from them alone
+    DERIVED = "derived"  # also values computed from the shard: losses, gradients, trained models
+    ALL = "all"  # everything, the shard included: for data you may share
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class WorkerSettings:
     torch_threads: int = 1  # intra-op threads: see the module doc
     poll_s: float = 0.5  # how often the serve loop looks at its stop event while idle
     # Remote objects (worker.remote): what may leave, and how much a worker holds for clients.
-    allow_get: str = "derived"  # none | derived | all: see worker.remote.store
+    allow_get: AllowGet = AllowGet.DERIVED
     max_objects: int = 10_000  # remote objects held for all clients together
     max_object_bytes: int = 1 << 30  # their bytes, for all clients together
     client_ttl_s: float = 600.0  # a client silent this long is gone: its objects are freed
@@ -52,8 +60,9 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         check_name("worker", self.worker_id)
-        if self.allow_get not in ALLOW_GET_CHOICES:
-            raise ValueError(f"allow_get must be one of {', '.join(ALLOW_GET_CHOICES)}, got {self.allow_get!r}")
+        if self.allow_get not in AllowGet.__members__.values():
+            raise ValueError(f"allow_get must be one of {', '.join(AllowGet)}, got {self.allow_get!r}")
+        object.__setattr__(self, "allow_get", AllowGet(self.allow_get))  # "none" -> AllowGet.NONE
         if self.max_objects < 1 or self.max_object_bytes < 1 or not self.client_ttl_s > 0:
             raise ValueError("max_objects, max_object_bytes and client_ttl_s must be positive")
         if min(self.max_client_objects, self.max_client_bytes, self.max_clients) < 1:

@@ -36,6 +36,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import ModuleType
 
 import torch
@@ -48,7 +49,13 @@ from fedmq.worker import data, training
 from fedmq.worker.data import as_pair as as_pair  # re-exported: it lived here first
 
 BUILTIN = {"toy": "fedmq.worker.tasks.toy", "digits": "fedmq.worker.tasks.digits"}
-PARTITIONS = ("iid", "label")
+
+
+class Partition(StrEnum):
+    """How a task cuts its training data into shards (a task may ignore it)."""
+
+    IID = "iid"  # shuffled
+    LABEL = "label"  # sorted by label: a few labels per worker
 REQUIRED = ("build_model", "load_shard")
 OPTIONAL = ("load_test", "train", "evaluate", "loss")
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -64,7 +71,7 @@ class ShardSpec:
 
     index: int
     count: int
-    partition: str = "iid"  # "iid": shuffled; "label": sorted by label, a few labels per worker
+    partition: Partition = Partition.IID
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -72,11 +79,12 @@ class ShardSpec:
         if not 0 <= self.index < self.count:
             raise ValueError(f"shard index {self.index} is out of range for {self.count} shard(s): "
                              f"use 0 to {self.count - 1}")
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"partition {self.partition!r} is not one of {', '.join(PARTITIONS)}")
+        if self.partition not in Partition.__members__.values():
+            raise ValueError(f"partition {self.partition!r} is not one of {', '.join(Partition)}")
+        object.__setattr__(self, "partition", Partition(self.partition))  # "label" -> Partition.LABEL
 
     @classmethod
-    def parse(cls, text: str, partition: str = "iid") -> ShardSpec:
+    def parse(cls, text: str, partition: Partition = Partition.IID) -> ShardSpec:
         """The shard `i/n` names (e.g. "0/4": the first of four); ValueError saying what is wrong."""
         match = _SHARD.match(text)
         if match is None:

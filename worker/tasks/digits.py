@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from fedmq.protocol.errors import TaskError
-from fedmq.worker.task import ShardSpec
+from fedmq.worker.task import Partition, ShardSpec
 
 DEFAULT_LR = 0.1
 SEED = 0
@@ -68,7 +68,7 @@ def shard_rows(labels: torch.Tensor, spec: ShardSpec) -> torch.Tensor:
     """The training rows (indices into `labels`, (M,)) that shard `spec` holds."""
     n = labels.shape[0]
     seeded = torch.Generator().manual_seed(SEED)
-    if spec.partition == "iid":
+    if spec.partition is Partition.IID:
         return torch.randperm(n, generator=seeded).tensor_split(spec.count)[spec.index]
     pieces = 2 * spec.count
     if pieces > n:

@@ -2,7 +2,9 @@
 
 Written to a temporary file, fsynced and renamed (coordinator.durable), so a coordinator killed
 mid-write leaves the previous checkpoint intact. Read back with the same hostile-input decoder as
-the wire (no pickle).
+the wire (no pickle). A directory holding only an asynchronous run's state (coordinator.async_state)
+is refused, not read as empty: a `--resume` would otherwise start over at round 1 without a word
+and overwrite nothing the user meant to keep.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedmq.coordinator.async_state import STATE_FILE as ASYNC_STATE_FILE
 from fedmq.coordinator.durable import replace_atomically
 from fedmq.coordinator.strategies.state import decode_state, encode_state
 from fedmq.protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
@@ -41,9 +44,13 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
 
 
 def load_checkpoint(directory: Path) -> Checkpoint | None:
-    """The checkpoint in `directory`, or None when there is none yet."""
+    """The checkpoint in `directory`, or None when there is none yet; FedmqError when it is
+    unreadable or the directory holds an asynchronous run's checkpoint instead."""
     path = directory / FILE_NAME
     if not path.exists():
+        if (directory / ASYNC_STATE_FILE).exists():
+            raise FedmqError(f"{directory} holds an asynchronous run's checkpoint ({ASYNC_STATE_FILE}); "
+                             "resume it with --mode async or use another --checkpoint-dir")
         return None
     try:
         obj = unpack(path.read_bytes())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -32,15 +31,15 @@ from fedmq.coordinator.evaluation import Evaluation, Evaluator
 from fedmq.coordinator.job import OnRound, round_seed
 from fedmq.coordinator.metrics import MetricsLog
 from fedmq.coordinator.presence import announce
-from fedmq.coordinator.proxy import wait_for_workers
+from fedmq.coordinator.proxy import assign, publish_assigned, wait_for_workers
 from fedmq.coordinator.rounds import MAX_REASON
 from fedmq.coordinator.screening import update_error
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.coordinator.staleness import scaled, step_toward
 from fedmq.coordinator.strategies import build_strategy
 from fedmq.coordinator.strategy import Strategy
-from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, Unroutable, clip
-from fedmq.protocol.messages import ErrorReply, Reply, TrainTask, Weights, encode_message
+from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, clip
+from fedmq.protocol.messages import ErrorReply, Reply, Weights
 from fedmq.protocol.presence import JobState
 from fedmq.worker.task import Task, load_task
 
@@ -147,33 +146,34 @@ class AsyncJob:
     def _dispatch(self) -> None:
         now = time.monotonic()
         busy = self._busy()
-        while len(busy) < self.plan.concurrency:
-            buffered = {b.task.worker for b in self._buffer}
-            idle = [(w in buffered, self._last_sent.get(w, float("-inf")), i, w)
-                    for i, w in enumerate(self.settings.workers)
-                    if w not in busy and self._retry_at.get(w, 0.0) <= now]
-            if not idle:
-                return
-            worker = min(idle)[3]  # a worker whose reply is not buffered, longest idle first
-            busy.add(worker)
-            self._send(worker)
+        buffered = {b.task.worker for b in self._buffer}
+        # A worker whose reply is not buffered first, then the longest idle.
+        idle = sorted((w in buffered, self._last_sent.get(w, float("-inf")), i, w)
+                      for i, w in enumerate(self.settings.workers)
+                      if w not in busy and self._retry_at.get(w, 0.0) <= now)
+        chosen = [entry[3] for entry in idle[:max(self.plan.concurrency - len(busy), 0)]]
+        if chosen:
+            self._send(chosen)
 
-    def _send(self, worker: str) -> None:
+    def _send(self, workers: list[str]) -> None:
+        """One publish of the latest model for all of `workers` (proxy.publish_assigned), each
+        task recorded before it goes out: its answer must count after a kill."""
         s = self.settings
-        config = replace(s.config, seed=round_seed(s.config.seed, self.version, worker))
-        config = self.strategy.configure_train(self.version, {worker: config})[worker]
-        task = Outstanding(task_id=uuid.uuid4().hex, worker=worker, base=self.version, sent_at=time.time())
-        self._tasks[task.task_id] = task
-        self._save_tasks()  # recorded before it is published: its answer must count after a kill
-        self._last_sent[worker] = time.monotonic()
-        body = encode_message(TrainTask(job=s.job, round=self.version, task_id=task.task_id, weights=self.weights, config=config))
-        try:
-            self.broker.publish_task(worker, body, s.round_timeout_s)
-        except (Unroutable, PublishRejected) as e:  # that worker's failure, not the run's
-            del self._tasks[task.task_id]
-            self._save_tasks()
+        base = {w: replace(s.config, seed=round_seed(s.config.seed, self.version, w)) for w in workers}
+        assignments = assign(self.strategy.configure_train(self.version, base))
+        sent_at = time.time()
+        for worker, own in assignments.items():
+            self._tasks[own.task_id] = Outstanding(task_id=own.task_id, worker=worker, base=self.version,
+                                                   sent_at=sent_at)
+            self._last_sent[worker] = time.monotonic()
+        self._save_tasks()
+        sent = publish_assigned(self.broker, s.job, self.version, self.weights, assignments, s.round_timeout_s)
+        for worker, reason in sent.failed.items():  # that worker's failure, not the run's
+            del self._tasks[assignments[worker].task_id]
             self._retry_at[worker] = time.monotonic() + min(RETRY_S, s.round_timeout_s)
-            self._since.failures[worker] = clip(f"task not published: {e}", MAX_REASON)
+            self._since.failures[worker] = clip(f"task not published: {reason}", MAX_REASON)
+        if sent.failed:
+            self._save_tasks()
 
     def _expire(self) -> None:
         cutoff = time.time() - self.settings.round_timeout_s

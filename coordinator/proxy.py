@@ -41,8 +41,17 @@ def send_shared(broker: Broker, job: str, round_: int, weights: Weights,
                 configs: Mapping[str, TrainConfig | None], expires_in_s: float | None = None) -> Sent:
     """Send `weights` once to every worker in `configs`: to train with its config, or to evaluate
     (None). Each worker gets its own unguessable task id, so a stale or forged reply cannot match."""
-    assignments = {worker: Assignment(task_id=uuid.uuid4().hex, config=config)
-                   for worker, config in configs.items()}
+    return publish_assigned(broker, job, round_, weights, assign(configs), expires_in_s)
+
+
+def assign(configs: Mapping[str, TrainConfig | None]) -> dict[str, Assignment]:
+    """Each worker's task: a fresh unguessable task id and its config (None: evaluate)."""
+    return {worker: Assignment(task_id=uuid.uuid4().hex, config=config) for worker, config in configs.items()}
+
+
+def publish_assigned(broker: Broker, job: str, round_: int, weights: Weights,
+                     assignments: dict[str, Assignment], expires_in_s: float | None = None) -> Sent:
+    """send_shared for tasks made beforehand (`assign`), e.g. recorded durably before they go out."""
     if not assignments:
         return Sent(asked={}, failed={})
     shared = SharedTask(job=job, round=round_, share_id=uuid.uuid4().hex, weights=weights,

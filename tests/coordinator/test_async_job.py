@@ -197,3 +197,34 @@ def test_max_staleness_zero_applies_only_fresh_updates(tmp_path: Path) -> None:
     lines = read_metrics(settings.metrics_out)
     assert all(line["staleness_max"] == 0 for line in lines)
     assert sum(_number(line["stale"]) for line in lines) == sum(_number(line["dropped"]) for line in lines)
+
+
+class _CountingBroker(MemoryBroker):
+    """A memory broker that records every task publish: how many bodies, for how many workers."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.publishes: list[int] = []  # workers addressed by each publish
+
+    def publish_task(self, worker: str, body: Any, expires_in_s: float | None = None) -> None:  # noqa: ANN401
+        self.publishes.append(1)
+        super().publish_task(worker, body, expires_in_s)
+
+    def publish_shared_task(self, workers: Any, body: Any,  # noqa: ANN401
+                            expires_in_s: float | None = None) -> Any:  # noqa: ANN401
+        self.publishes.append(len(workers))
+        return super().publish_shared_task(workers, body, expires_in_s)
+
+
+def test_idle_workers_get_the_latest_model_in_one_publish(tmp_path: Path) -> None:
+    # Given three digits workers, all idle when an async run starts
+    settings = _settings(tmp_path, "digits")
+    task = load_task("digits")
+    hub = MemoryHub()
+    # When FedBuff with K=3 (every aggregation frees all three at once) makes 3 versions
+    with LocalWorkers(hub, task, WORKERS), _CountingBroker(hub) as broker:
+        AsyncJob(broker, settings, AsyncSettings(buffer=3, versions=3), task=task).run()
+    # Then the first dispatch sent the model once for all three workers, and later dispatches
+    # too addressed several workers with one publish
+    assert broker.publishes[0] == 3
+    assert sum(broker.publishes) >= 9 and len(broker.publishes) < sum(broker.publishes)

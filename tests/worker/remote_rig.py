@@ -14,15 +14,16 @@ from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore, Owner
 from fedmq.worker.task import Dataset, ShardSpec, load_task
 
 CLIENT, TOKEN = "c-attacker", "ab" * 16
+FIRST_QUARTER = ShardSpec(0, 4)
 
 
 class Worker:
     """Worker "bob" with a task's shard (or the shard given), serving one client's session."""
 
     def __init__(self, allow_get: str = "none", task: str = "digits", shard: Dataset | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, spec: ShardSpec = FIRST_QUARTER) -> None:
         loaded = load_task(task)
-        self.shard = shard if shard is not None else loaded.load_shard(ShardSpec(0, 4))
+        self.shard = shard if shard is not None else loaded.load_shard(spec)
         self.store = ObjectStore("bob", limits or Limits())
         self.executor = Executor(Context("bob", self.store, torch.device("cpu"), loaded, self.shard,
                                          ALLOW_GET[allow_get]))

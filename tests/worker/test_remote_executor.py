@@ -6,50 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from fedmq.protocol.commands import Op, OpError
-from fedmq.protocol.operands import ModuleSpec, Ref, StoreInfo, Value
+from fedmq.protocol.commands import Op
+from fedmq.protocol.operands import ModuleSpec, Ref, StoreInfo
 from fedmq.worker.remote import store as store_module
-from fedmq.worker.remote.context import Context
-from fedmq.worker.remote.executor import Executor, Outcome
 from fedmq.worker.remote.layers import describe
-from fedmq.worker.remote.store import ALLOW_GET, Limits, ObjectStore, Session
-from fedmq.worker.task import ShardSpec, load_task
+from fedmq.worker.remote.store import Limits, Session
+from fedmq.worker.task import ShardSpec
+from tests.worker.remote_rig import CLIENT, Worker, get, send
 
-CLIENT = "c-test"
 
 
-class Rig:
+def Rig(allow_get: str = "derived", limits: Limits | None = None) -> Worker:  # noqa: N802 - reads as a fixture
     """An executor for worker "bob" holding the toy task's first half."""
-
-    def __init__(self, allow_get: str = "derived", limits: Limits | None = None) -> None:
-        toy = load_task("toy")
-        self.shard = toy.load_shard(ShardSpec(0, 2))
-        self.store = ObjectStore("bob", limits or Limits())
-        self.executor = Executor(Context("bob", self.store, torch.device("cpu"), toy, self.shard,
-                                         ALLOW_GET[allow_get]))
-        self.session = self.store.session(CLIENT)
-
-    def run(self, *ops: Op) -> Outcome:
-        return self.executor.run(self.session, ops)
-
-    def value(self, *ops: Op) -> Value:
-        """The value the last op fetched; fails the test on any error."""
-        outcome = self.run(*ops)
-        assert outcome.error is None, outcome.error
-        return outcome.values[len(ops) - 1]
-
-    def error(self, *ops: Op) -> OpError:
-        outcome = self.run(*ops)
-        assert outcome.error is not None, "the ops were expected to fail"
-        return outcome.error
-
-
-def send(object_id: int, tensor: torch.Tensor, **kwargs: object) -> Op:
-    return Op("send", (tensor,), dict(kwargs), (object_id,))  # type: ignore[arg-type]
-
-
-def get(object_id: int) -> Op:
-    return Op("get", (Ref(object_id),))
+    return Worker(allow_get, "toy", limits=limits, spec=ShardSpec(0, 2))
 
 
 @pytest.mark.parametrize("name", [

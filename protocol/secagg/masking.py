@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from fedmq.protocol.secagg.crypto import keystream
@@ -23,6 +24,7 @@ from fedmq.protocol.secagg.params import SecAggParams
 
 Layout = tuple[tuple[str, tuple[int, ...], torch.dtype], ...]
 ELEMENT_BYTES = 8  # each ring element takes 8 keystream bytes, of which R bits are kept
+_CHUNK = 1 << 16  # elements packed or unpacked at a time (a multiple of 8)
 
 if sys.byteorder != "little":  # masks are read from keystream bytes; every party must agree
     raise ImportError("secure aggregation needs a little-endian machine")
@@ -140,23 +142,28 @@ def packed_shape(length: int, bits: int) -> tuple[int, int]:
 
 def pack_ring(ring: torch.Tensor, bits: int) -> torch.Tensor:
     """Ring elements as `bits` bit planes (uint8, [bits, ceil(n/8)]): exactly R bits per element
-    on the wire, as Bonawitz et al. count them, padded with zero bits to a whole byte."""
-    _, row = packed_shape(ring.numel(), bits)
-    padded = torch.zeros(row * 8, dtype=torch.int64)
-    padded[:ring.numel()] = ring
-    groups = padded.reshape(row, 8)
-    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int64)
-    planes = torch.empty(bits, row, dtype=torch.uint8)
-    for bit in range(bits):
-        planes[bit] = ((groups >> bit).bitwise_and_(1).mul_(weights)).sum(dim=1).to(torch.uint8)
-    return planes
+    on the wire, as Bonawitz et al. count them, padded with zero bits to a whole byte. Done in
+    chunks, so the 64 bytes per element that unpacked bits take stay small."""
+    rows, row = packed_shape(ring.numel(), bits)
+    planes = np.zeros((rows, row), dtype=np.uint8)
+    flat = ring.contiguous().numpy()
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start:start + _CHUNK].view(np.uint8).reshape(-1, 8)
+        spread = np.unpackbits(chunk, axis=1, bitorder="little")[:, :bits]  # [n, bits]
+        packed = np.packbits(spread.T, axis=1, bitorder="little")  # [bits, ceil(n / 8)]
+        planes[:, start // 8:start // 8 + packed.shape[1]] = packed
+    return torch.from_numpy(planes)
 
 
 def unpack_ring(planes: torch.Tensor) -> torch.Tensor:
     """The int64 ring elements of `pack_ring`'s planes, with the padding (which must be zero:
     check it) at the end."""
-    shifts = torch.arange(8, dtype=torch.int64)
-    out = torch.zeros(planes.shape[1] * 8, dtype=torch.int64)
-    for bit in range(planes.shape[0]):
-        out.bitwise_or_(((planes[bit].to(torch.int64).unsqueeze(1) >> shifts) & 1).reshape(-1) << bit)
-    return out
+    bits, row = planes.shape
+    source = planes.contiguous().numpy()
+    out = np.zeros(row * 8, dtype=np.int64)
+    for start in range(0, row, _CHUNK // 8):
+        spread = np.unpackbits(source[:, start:start + _CHUNK // 8], axis=1, bitorder="little")  # [bits, n]
+        words = np.zeros((spread.shape[1], 64), dtype=np.uint8)
+        words[:, :bits] = spread.T
+        out[start * 8:start * 8 + spread.shape[1]] = np.packbits(words, axis=1, bitorder="little").view(np.int64)[:, 0]
+    return torch.from_numpy(out)

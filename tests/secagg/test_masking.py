@@ -97,3 +97,11 @@ def test_layout_round_trip_keeps_names_shapes_and_dtypes() -> None:
     assert masking.vector_length(layout) == 8
     with pytest.raises(SecAggError, match="layout"):
         masking.flatten({"w": torch.ones(3, 2)}, layout)
+
+
+def test_packing_round_trips_across_chunk_boundaries() -> None:
+    # Given more elements than one packing chunk holds, not a multiple of 8
+    ring = masking.expand_mask(b"c" * 32, 3 * (1 << 16) + 5, 41)
+    # Then packing and unpacking gives every element back, and zero padding
+    unpacked = masking.unpack_ring(masking.pack_ring(ring, 41))
+    assert torch.equal(unpacked[:ring.numel()], ring) and not unpacked[ring.numel():].any()

@@ -19,7 +19,7 @@ from fedmq.protocol.secagg.messages import Stage
 from fedmq.protocol.secagg.params import SecAggParams, default_threshold
 from tests.secagg.rig import fedavg, make_updates
 
-SHAPES = [(3, 2), (5, 4), (5, 2), (10, 9), (10, 4)]  # (N, K): complete graphs and sparser ones
+SHAPES = [(3, 2), (3, 1), (5, 4), (5, 2), (10, 9), (10, 4)]  # (N, K): complete graphs and sparser ones (K=1 of 3 rounds up to the complete graph)
 
 
 def _params(n: int, k_: int, threshold: int | None = None) -> SecAggParams:

@@ -88,3 +88,40 @@ def test_bulyan_with_three_attackers_of_ten_is_reported_not_applicable() -> None
     assert robust.not_applicable("krum", robust.strategy_options("krum", 3)) is None
     # And trimmed mean is told f through beta = f / n
     assert robust.strategy_options("fedtrimmedavg", 3) == {"beta": "0.3"}
+
+
+def _result(attack: str, f: int, strategy: str, accuracy: float) -> robust.Result:
+    return robust.Result(attack=attack, f=f, strategy=strategy, accuracy=accuracy)
+
+
+HONEST = robust.Arm(strategy="fedavg", honest_only=True).label
+
+
+@pytest.mark.parametrize(("multikrum", "met"), [(0.885, True), (0.85, False)])
+def test_the_target_compares_the_best_shipped_rule_with_f0_fedavg_and_reports_the_ceiling(
+        multikrum: float, met: bool) -> None:
+    # Given f=0 FedAvg at 90%, and under f=3 sign-flip: FedAvg 10%, the honest-only reference 95%
+    # (not a shipped rule, so it must not count), median 40%, Multi-Krum at `multikrum`
+    results = [_result("none", 0, "fedavg", 0.90), _result("signflip", 3, "fedavg", 0.10),
+               _result("signflip", 3, HONEST, 0.95), _result("signflip", 3, "fedmedian", 0.40),
+               _result("signflip", 3, "multikrum", multikrum)]
+    # When the target row is judged
+    row = robust.target_row(results)
+    # Then it measures Multi-Krum minus f=0 FedAvg, met only within 3 points, and names the ceiling
+    assert row.measured == pytest.approx(100 * (multikrum - 0.90))
+    assert row.met is met
+    assert "multikrum" in row.note and "f=0 FedAvg 90.0%" in row.note and "ceiling 95.0%" in row.note
+
+
+def test_without_an_f0_fedavg_cell_the_target_is_not_measured_and_not_met() -> None:
+    row = robust.target_row([_result("signflip", 3, "multikrum", 0.9)])
+    assert row.note == "not measured" and not row.met
+
+
+def test_the_default_workload_is_lr_half_five_epochs_and_the_first_one_stays_reachable() -> None:
+    # Given the benchmark's default workload and the one of the first table, by flags
+    default, first = robust.workload(), robust.workload(lr=0.1, epochs=1)
+    # Then they differ only in lr and epochs; batch 32 and seed 0 stay
+    assert (default.lr, default.epochs, default.batch_size, default.seed) == (0.5, 5, 32, 0)
+    assert (first.lr, first.epochs, first.batch_size, first.seed) == (0.1, 1, 32, 0)
+    assert "lr 0.1, 1 epoch(s)" in robust.describe(first, 30)

@@ -93,6 +93,8 @@ class SecAggRound:
         if reply.job != self.job or reply.round != self.round:
             raise Rejected(f"a reply from {sender!r} for job {reply.job!r:.80} round {reply.round} reached "
                            f"round {self.round} of {self.job!r}: a replay or a stray")
+        if self.done:
+            raise Rejected(f"a stage {reply.stage.name} reply from {sender!r} after the round ended")
         if reply.stage is not self.stage:
             raise Rejected(f"a stage {reply.stage.name} reply from {sender!r} during stage "
                            f"{self.stage.name if self.stage else 'none'}: a replay or too late")

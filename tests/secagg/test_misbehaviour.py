@@ -67,8 +67,11 @@ def test_a_reply_replayed_from_an_earlier_round_is_rejected() -> None:
         new.coordinator.receive(old_replies[2]["w0"], sender="w0")
     # and round 2 completes without it
     new.step()
-    new.step()
+    unmasked = new.step()
     assert new.coordinator.done
+    # after which even its own replies are refused
+    with pytest.raises(Rejected, match="after the round ended"):
+        new.coordinator.receive(unmasked["w0"], sender="w0")
 
 
 def test_a_forged_sender_is_rejected() -> None:

@@ -107,6 +107,14 @@ class SecAggRound:
             raise Rejected(f"a second stage {self.stage.name} reply from {sender!r}: a replay")
         self._replies[index] = self._check(reply, index)
 
+    def withdraw(self, sender: str) -> None:
+        """Stops waiting for `sender` in this stage: it reported that it left the round (an
+        ErrorReply), so the stage can close without waiting out its timeout. Its later replies
+        to this stage are rejected; it is dropped from the round from here on."""
+        index = self._index.get(sender)
+        if index is not None and index not in self._replies:
+            self._expected = self._expected - {index}
+
     def advance(self) -> dict[str, m.Request]:
         """Closes the current stage with the replies received; the next stage's requests (none
         after UNMASK: then `result` is set). TooFewSurvivors when fewer than T answered."""

@@ -159,3 +159,19 @@ def test_a_masked_input_of_the_wrong_size_or_with_padding_bits_is_rejected() -> 
         send(padded)
     # While the true reply is still taken
     send(reply.masked)
+
+
+def test_a_withdrawn_worker_is_no_longer_awaited_and_the_round_goes_on_without_it() -> None:
+    # Given 4 workers at SHARE, where w3 reports that it left the round
+    rig = Rig(4)
+    rig.step()
+    rig.coordinator.withdraw("w3")
+    # Then the stage waits only for the other three, refuses w3's late reply, and completes
+    assert rig.coordinator.expected == {"w0", "w1", "w2"}
+    late = rig.sessions["w3"].handle(rig.requests["w3"])
+    with pytest.raises(Rejected, match="not part of stage SHARE"):
+        rig.coordinator.receive(late, sender="w3")
+    rig.step(skip=["w3"])
+    rig.step()
+    rig.step()
+    assert rig.coordinator.result is not None and rig.coordinator.result.contributors == ("w0", "w1", "w2")

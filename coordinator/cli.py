@@ -16,6 +16,7 @@ from pathlib import Path
 from fedmq.broker.settings import MEMORY_URL, BrokerSettings
 from fedmq.coordinator.cli_async import add_async_options, async_settings, run_job, run_length
 from fedmq.coordinator.cli_privacy import add_privacy_options, privacy_settings
+from fedmq.coordinator.cli_secagg import add_secagg_options, secagg_settings
 from fedmq.coordinator.cli_broker import (
     add_broker_command,
     add_connection_options,
@@ -30,6 +31,7 @@ from fedmq.coordinator.console import RoundReporter
 from fedmq.coordinator.demo import run_demo
 from fedmq.coordinator.job import check_replies
 from fedmq.coordinator.privacy.build import private_strategy
+from fedmq.coordinator.secagg.aggregate import SecureAggregation
 from fedmq.coordinator.sampling import Sampling
 from fedmq.coordinator.settings import TrainSettings, default_job_name
 from fedmq.coordinator.strategies import STRATEGIES, build_strategy
@@ -182,6 +184,7 @@ def _training_options(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--fraction", type=float, metavar="F", help="the share of workers asked per round")
     add_async_options(parser)
     add_privacy_options(parser)
+    add_secagg_options(parser)
 
 
 def _broker_options(parser: argparse.ArgumentParser, default: str, log_level: str) -> None:
@@ -211,8 +214,11 @@ def _train_settings(args: argparse.Namespace, workers: tuple[str, ...], **extra:
     settings = TrainSettings(task=args.task, workers=workers, rounds=args.rounds, config=config,
                              metrics_out=args.metrics_out, strategy=args.strategy, strategy_options=options,
                              sampling=Sampling(count=args.sample, fraction=args.fraction),
-                             **privacy_settings(args), **extra)  # type: ignore[arg-type]
-    check_replies(settings, private_strategy(strategy, settings))  # DP's refusals: exit 2 before round 1
+                             secagg=secagg_settings(args), **privacy_settings(args), **extra)  # type: ignore[arg-type]
+    private = private_strategy(strategy, settings)
+    check_replies(settings, private)  # DP's refusals: exit 2 before round 1
+    if settings.secagg is not None and settings.clip_norm is not None:  # and secure aggregation's
+        SecureAggregation(settings.secagg, clip=settings.clip_norm, strategy=private)
     return settings
 
 

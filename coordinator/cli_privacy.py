@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from fedmq.coordinator.privacy.settings import DPSettings
+from fedmq.coordinator.privacy.settings import DPSettings, NoiseMode
 
 
 def add_privacy_options(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,12 @@ def dp_settings(args: argparse.Namespace) -> DPSettings | None:
         if orphans:
             raise ValueError(f"{', '.join(orphans)}: options of adaptive clipping; add --dp-adaptive-clip")
     given = {"delta": args.dp_delta, "target_quantile": args.target_quantile, "clip_lr": args.dp_clip_lr}
-    return DPSettings(noise_multiplier=args.dp_noise_multiplier, target_epsilon=args.target_epsilon,
+    if args.dp_adaptive_clip and getattr(args, "secure_aggregation", False):
+        raise ValueError("--dp-adaptive-clip cannot run with --secure-aggregation yet: the clipped-count bits "
+                         "would have to be aggregated securely too; use a fixed --clip")
+    # Under secure aggregation each worker adds its share of the noise: no party sees the un-noised sum.
+    noise = NoiseMode.DISTRIBUTED if getattr(args, "secure_aggregation", False) else NoiseMode.CENTRAL
+    return DPSettings(noise_multiplier=args.dp_noise_multiplier, target_epsilon=args.target_epsilon, noise=noise,
                       adaptive_clip=args.dp_adaptive_clip, clip_count_std=args.dp_clip_count_std,
                       **{key: value for key, value in given.items() if value is not None})
 

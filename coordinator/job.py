@@ -25,11 +25,12 @@ from fedmq.coordinator.proxy import send_shared, wait_for_workers
 from fedmq.coordinator.presence import announce
 from fedmq.coordinator.privacy.build import private_strategy
 from fedmq.coordinator.rounds import Collected, ReplyCollector
+from fedmq.coordinator.secagg.aggregate import SecureAggregation, Trained
 from fedmq.coordinator.sampling import sample
 from fedmq.coordinator.screening import streamed_update_error, update_error
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.coordinator.strategies import build_strategy
-from fedmq.coordinator.strategy import Failure, Strategy
+from fedmq.coordinator.strategy import Failure, Strategy, StrategyMetrics
 from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed
 from fedmq.protocol.messages import Reply, Weights
 from fedmq.protocol.stream import StreamedReply
@@ -55,6 +56,9 @@ class TrainingJob:
         self.strategy = private_strategy(strategy or build_strategy(settings.strategy, dict(settings.strategy_options)),
                                          settings)
         check_replies(settings, self.strategy)
+        # With --secure-aggregation the workers hold their updates and the round unmasks their sum.
+        self.secure = (SecureAggregation(settings.secagg, clip=settings.clip_norm, strategy=self.strategy)
+                       if settings.secagg is not None and settings.clip_norm is not None else None)
         self.on_round = on_round
         self.evaluator = Evaluator(broker, self.task, settings)
         self._metrics = MetricsLog(settings.metrics_out) if settings.metrics_out else None
@@ -128,11 +132,13 @@ class TrainingJob:
         asked, failures = self._send_train(round_, weights, deadline, sampled)
         collector = ReplyCollector(self.broker, s.job, round_, asked, verify_senders=s.verify_senders)
         # Linear strategies fold each update straight from its received parts (issue 10.5).
-        streamed = self._stream_folder(weights) if self.strategy.streams else None
-        collected = collector.collect(deadline, self._folder(weights), streamed)
+        streamed = self._stream_folder(weights) if self.strategy.streams and not self.secure else None
+        folder = self.secure.held if self.secure else self._folder(weights)
+        collected = collector.collect(deadline, folder, streamed)
         collected.failures[:0] = failures
         if len(collected.replies) < s.needed_replies:
             raise TrainingFailed(_shortfall(round_, s.needed_replies, collected))
+        secured = self._aggregate_securely(round_, weights, collected) if self.secure else {}
         new_weights = self.strategy.end_round(collected.failures)
         wall_s = time.perf_counter() - started
         evaluation = self.evaluator.evaluate(round_, new_weights)
@@ -145,9 +151,21 @@ class TrainingJob:
             eval_loss=evaluation.loss, eval_accuracy=evaluation.accuracy, eval_s=evaluation.seconds,
             failures={f.worker: f.reason for f in collected.failures},
             rejected=collected.rejected, dead_lettered=collected.dead_lettered,
-            asked=sampled, strategy=dict(self.strategy.metrics()))
+            asked=sampled, strategy={**self.strategy.metrics(), **secured})
         self._finish(metrics, new_weights)
         return new_weights
+
+    def _aggregate_securely(self, round_: int, weights: Weights, collected: Collected) -> StrategyMetrics:
+        """Unmask the sum of the held updates of the workers that trained into the strategy; the
+        round's secure-aggregation metrics. Dropouts join the round's failures."""
+        assert self.secure is not None
+        trained = [Trained(worker=a.worker, num_examples=a.num_examples) for a in collected.replies]
+        outcome = self.secure.aggregate(self.broker, job=self.settings.job, round_=round_, weights=weights,
+                                        trained=trained, verify_senders=self.settings.verify_senders)
+        collected.failures.extend(outcome.failures)
+        collected.dropped += outcome.dropped
+        collected.dead_lettered += outcome.dead_lettered
+        return outcome.metrics
 
     def _send_train(self, round_: int, weights: Weights, deadline: float,
                     sampled: list[str]) -> tuple[dict[str, str], list[Failure]]:
@@ -155,6 +173,8 @@ class TrainingJob:
         c = self.settings.config
         base = {name: replace(c, seed=round_seed(c.seed, round_, name)) for name in sampled}
         configs = self.strategy.configure_train(round_, base)
+        if self.secure:
+            configs = self.secure.configure(configs)
         # The model goes out once for all of them; a worker that cannot get it (no queue, a
         # refusal) is that worker's failure, not the run's.
         ordered = {name: configs[name] for name in self.settings.workers if name in configs}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fedmq.coordinator.privacy.settings import DPSettings
 from fedmq.coordinator.sampling import Sampling
+from fedmq.coordinator.secagg.settings import SecAggSettings
 from fedmq.protocol.messages import TrainConfig, check_name
 
 
@@ -31,6 +32,7 @@ class TrainSettings:
     sampling: Sampling = Sampling()  # how many workers each round asks
     clip_norm: float | None = None  # --clip: the L2 bound workers clip their updates to (DP, secure aggregation)
     dp: DPSettings | None = None  # differential privacy (coordinator.privacy), None: off
+    secagg: SecAggSettings | None = None  # secure aggregation (coordinator.secagg), None: off
 
     def __post_init__(self) -> None:
         check_name("job", self.job)
@@ -51,6 +53,12 @@ class TrainSettings:
             raise ValueError("--max-update-norm must be positive")
         if self.clip_norm is not None and not 0 < self.clip_norm < float("inf"):
             raise ValueError(f"--clip must be a positive number, got {self.clip_norm}")
+        if self.secagg is not None and self.clip_norm is None:
+            raise ValueError("secure aggregation needs --clip C: each worker clips its update to L2 norm C, "
+                             "which is also each coordinate's quantization range (e.g. --clip 1.0)")
+        if self.secagg is not None and self.max_update_norm is not None:
+            raise ValueError("--max-update-norm screens individual updates, which secure aggregation hides: "
+                             "drop it (--clip bounds every update instead)")
         if self.dp is not None and self.clip_norm is None:
             raise ValueError("differential privacy needs --clip C, the L2 norm each worker's update is "
                              "clipped to (e.g. --clip 1.0)")

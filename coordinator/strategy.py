@@ -39,6 +39,9 @@ class Strategy(ABC):
     # True for strategies that fold an update straight from its received parts
     # (`accumulate_streamed`): a reply then costs no memory beyond its parts (issue 10 point 5).
     can_stream: ClassVar[bool] = False
+    # True for strategies that weigh every worker's update alike, not by its examples (DP-FedAvg):
+    # under secure aggregation the workers then mask their updates with weight 1.
+    sums_unweighted: ClassVar[bool] = False
 
     @property
     def streams(self) -> bool:
@@ -47,6 +50,15 @@ class Strategy(ABC):
         records replies, expects whole replies and must not be bypassed)."""
         cls = type(self)
         return cls.can_stream and issubclass(_owner(cls, "accumulate_streamed"), _owner(cls, "accumulate"))
+
+    @property
+    def sums_securely(self) -> bool:
+        """Whether this strategy can aggregate from the round's sum alone (`accumulate_sum`), all
+        that secure aggregation reveals: it defines one, and no subclass redefined `accumulate`
+        below it."""
+        cls = type(self)
+        owner = _owner(cls, "accumulate_sum")
+        return owner is not Strategy and issubclass(owner, _owner(cls, "accumulate"))
 
     @abstractmethod
     def begin_round(self, weights: Weights) -> None:
@@ -59,6 +71,12 @@ class Strategy(ABC):
     def accumulate_streamed(self, reply: StreamedReply) -> None:
         """`accumulate` for a reply whose update is still in its parts; called only when `streams`."""
         raise NotImplementedError(f"{type(self).__name__} does not stream; it takes whole replies")
+
+    def accumulate_sum(self, total: Weights, *, weight: float, contributors: int) -> None:
+        """Fold the round's updates as one sum made elsewhere (secure aggregation): `total` is
+        sum_u w_u * update_u over `contributors` workers and `weight` is sum_u w_u, with w_u the
+        example count (or 1 when `sums_unweighted`). Called only when `sums_securely`."""
+        raise NotImplementedError(f"{type(self).__name__} needs each worker's update, not their sum")
 
     @abstractmethod
     def end_round(self, failures: Sequence[Failure]) -> Weights:
@@ -106,12 +124,12 @@ class RunningSum(Strategy):
     def __init__(self) -> None:
         self._weights: Weights = {}
         self._total: Weights | None = None  # allocated by the first reply, not while sending
-        self._examples = 0
+        self._examples = 0.0  # a float: a secure sum's weight arrives as one number
 
     def begin_round(self, weights: Weights) -> None:
         self._weights = weights
         self._total = None
-        self._examples = 0
+        self._examples = 0.0
 
     def accumulate(self, reply: Reply) -> None:
         if self._total is None:
@@ -124,6 +142,12 @@ class RunningSum(Strategy):
             self._total = zeros_like(self._weights)
         fold_streamed(self._total, reply.update, float(reply.num_examples))
         self._examples += reply.num_examples
+
+    def accumulate_sum(self, total: Weights, *, weight: float, contributors: int) -> None:
+        if self._total is None:
+            self._total = zeros_like(self._weights)
+        fold_in(self._total, total, 1.0)
+        self._examples += weight
 
 
 class FedAvg(RunningSum):

@@ -6,6 +6,7 @@ of a worker's weights over its round, which later stages clip, mask or compress.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -15,6 +16,8 @@ import torch
 from fedmq.protocol.codec import pack, tensors_from_wire, tensors_to_wire, unpack
 from fedmq.protocol.commands import COMMAND_KINDS, CommandBatch, CommandResult, command_from_wire, command_to_wire
 from fedmq.protocol.errors import DecodeError, UnsupportedVersion
+from fedmq.protocol.secagg import messages as secagg
+from fedmq.protocol.secagg import wire as secagg_wire
 from fedmq.protocol.names import NAME_PATTERN as NAME_PATTERN  # re-exported: they lived here first
 from fedmq.protocol.names import check_name as check_name
 
@@ -133,13 +136,39 @@ class SharedTask:
         return TrainTask(job=self.job, round=self.round, task_id=own.task_id, weights=self.weights, config=own.config)
 
 
-# Remote commands (protocol.commands) share the envelope: the same version, the same decoder.
-Message = TrainTask | EvaluateTask | SharedTask | Reply | ErrorReply | CommandBatch | CommandResult
+Message = (TrainTask | EvaluateTask | SharedTask | Reply | ErrorReply | CommandBatch | CommandResult
+           | secagg.SecAggMessage)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Family:
+    """Message kinds defined in their own module that share the envelope (the same version, the
+    same decoder): a new family is a new entry in FAMILIES."""
+
+    types: tuple[type, ...]
+    kinds: Collection[str]
+    to_wire: Callable[[Any], dict[str, Any]]
+    from_wire: Callable[[dict[str, Any]], Any]
+
+
+FAMILIES = (
+    # Remote commands of the pointer API (protocol.commands).
+    _Family(types=(CommandBatch, CommandResult), kinds=COMMAND_KINDS, to_wire=command_to_wire,
+            from_wire=command_from_wire),
+    # The stages of secure aggregation (protocol.secagg).
+    _Family(types=(secagg.AdvertiseRequest, secagg.AdvertiseReply, secagg.ShareRequest, secagg.ShareReply,
+                   secagg.MaskedInputRequest, secagg.MaskedInputReply, secagg.UnmaskRequest,
+                   secagg.UnmaskReply),
+            kinds=secagg_wire.SECAGG_KINDS, to_wire=secagg_wire.to_wire, from_wire=secagg_wire.from_wire),
+)
 
 
 def encode_message(message: Message) -> memoryview:
-    if isinstance(message, (CommandBatch, CommandResult)):
-        return pack({"v": PROTOCOL_VERSION} | command_to_wire(message))
+    for family in FAMILIES:
+        if isinstance(message, family.types):
+            return pack({"v": PROTOCOL_VERSION} | family.to_wire(message))
+    if not isinstance(message, (TrainTask, EvaluateTask, SharedTask, Reply, ErrorReply)):
+        raise TypeError(f"no wire form for a {type(message).__name__}: add its family to FAMILIES")
     if isinstance(message, SharedTask):
         return pack({"v": PROTOCOL_VERSION, "kind": "shared", "job": message.job, "round": message.round,
                      "task_id": message.share_id, "weights": tensors_to_wire(message.weights),
@@ -169,8 +198,9 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"protocol version {version!r} is not supported; this build speaks {PROTOCOL_VERSION}")
     kind = obj.get("kind")
-    if kind in COMMAND_KINDS:
-        return command_from_wire(obj)
+    for family in FAMILIES:
+        if kind in family.kinds:
+            return family.from_wire(obj)  # type: ignore[no-any-return]
     fields = _Fields(obj)
     job, round_, task_id = fields.name("job"), fields.count("round"), fields.text("task_id")
     if kind == "train":

@@ -41,14 +41,18 @@ from fedmq.protocol.messages import (
     decode_message,
     encode_message,
 )
+from fedmq.protocol.secagg import messages as secagg
 from fedmq.worker.clipping import privatize
 from fedmq.worker.dedup import AnsweredTasks
 from fedmq.worker.presence import Heartbeat
 from fedmq.worker.remote.handler import RemoteCommands
+from fedmq.worker.secagg import options as secure
+from fedmq.worker.secagg.sessions import SecAggSessions
 from fedmq.worker.settings import WorkerSettings
 from fedmq.worker.task import Dataset, Task, as_pair, load_task
 
 log = logging.getLogger("fedmq.worker")
+SECAGG_REQUESTS = (secagg.AdvertiseRequest, secagg.ShareRequest, secagg.MaskedInputRequest, secagg.UnmaskRequest)
 _Work = Callable[[], tuple[dict[str, float], float]]  # local work: (metrics, seconds)
 
 
@@ -72,6 +76,8 @@ class WorkerService:
         self._shard = _on_device(shard, self._device)
         # Remote commands (the pointer workflow) share the queue, the task and the shard.
         self.remote = RemoteCommands(broker, settings, self._task, self._shard, self._device)
+        # Updates held for secure aggregation, and the stage requests that unmask their sum.
+        self.secure = SecAggSessions(settings.worker_id)
         self._warm = False  # the first training pays one-off start-up costs: --slowdown skips it
         self._answered = AnsweredTasks()  # redelivered tasks already answered are acked, not rerun
         spec = settings.shard
@@ -125,6 +131,9 @@ class WorkerService:
         if isinstance(message, CommandBatch):
             self.remote.handle(delivery, message)
             return
+        if isinstance(message, SECAGG_REQUESTS):
+            self._secure_step(delivery, message)
+            return
         kind = "train" if isinstance(message, TrainTask) else "evaluate"
         key = (message.job, message.round, message.task_id)
         if key in self._answered:  # its ack was lost (connection cut, consumer_timeout)
@@ -163,6 +172,23 @@ class WorkerService:
         log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
                  self._num_examples, seconds)
 
+    def _secure_step(self, delivery: Delivery, request: secagg.Request) -> None:
+        """Answer one secure-aggregation stage request (worker.secagg.sessions), then ack it. A
+        request the session refuses is answered with an ErrorReply saying why: the coordinator
+        counts this worker out of the round. A stale or repeated one is acked unanswered."""
+        outcome = self.secure.answer(request)
+        message: secagg.Reply | ErrorReply | None = outcome.reply
+        if outcome.error is not None:
+            message = ErrorReply(job=request.job, round=request.round, task_id=f"secagg-{request.stage.name.lower()}",
+                                 worker=self.worker_id, reason=clip(outcome.error))
+        if message is not None:
+            try:
+                self._broker.publish_reply(request.job, self.worker_id, encode_message(message))
+            except Unroutable:
+                log.warning("job %s has no reply queue (the job is gone); stage %s reply dropped", request.job,
+                            request.stage.name)
+        self._broker.ack(delivery)
+
     def _sender_refusal(self, delivery: Delivery) -> str | None:
         """Why the delivery's publisher may not send this worker anything; None when it may."""
         senders = self._settings.task_senders
@@ -172,7 +198,7 @@ class WorkerService:
         return (f"refused unread: a message from {who}; worker {self.worker_id!r} takes tasks and "
                 f"commands only from {', '.join(sorted(senders))} (--task-senders)")
 
-    def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | CommandBatch | None:
+    def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | CommandBatch | secagg.Request | None:
         """The task in `delivery`, or None after dead-lettering what is not a task."""
         # decode_message consumes a list of parts as it reads; a dead letter still needs them.
         data = delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts)
@@ -187,7 +213,7 @@ class WorkerService:
             return None
         if isinstance(message, SharedTask):
             return self._own_part(delivery, message)
-        if isinstance(message, (TrainTask, EvaluateTask, CommandBatch)):
+        if isinstance(message, (TrainTask, EvaluateTask, CommandBatch, *SECAGG_REQUESTS)):
             return message
         job = getattr(message, "job", getattr(message, "client", "?"))
         self._reject(delivery, f"unexpected message kind: a {type(message).__name__} on the task queue "
@@ -216,6 +242,10 @@ class WorkerService:
             # Clipped (and noised) here, the one place an update is made, when the strategy asks (DP).
             update, metrics = privatize(self._delta(task.weights), {**metrics, "train_seconds": seconds},
                                         task.config.options)
+            if secure.wanted(task.config.options):  # sent masked, stage by stage, never in the clear
+                self.secure.open(job=task.job, round_=task.round, update=update,
+                                 num_examples=secure.weight(task.config.options, self._num_examples))
+                update = {}
         else:
             update = {}
         reply = Reply(job=task.job, round=task.round, task_id=task.task_id, worker=self.worker_id, update=update, num_examples=self._num_examples, metrics=metrics)

@@ -70,6 +70,7 @@ class DPFedAvg(Strategy):
 
     kind = "dp-fedavg"
     can_stream = True
+    sums_unweighted = True  # a worker's weight must not depend on its data: the sensitivity is C
 
     def __init__(self, inner: Strategy, settings: DPSettings, *, clip: float, cohort: Cohort,
                  noise_key: bytes | None = None) -> None:
@@ -124,6 +125,20 @@ class DPFedAvg(Strategy):
         scale = self._scale(_norm(self._weights, lambda name: (p for _, p in pieces(name, FOLD_SLICE))))
         fold_streamed(self._total(), reply.update, scale)
         self._count(reply.metrics)
+
+    @property
+    def sums_securely(self) -> bool:
+        # Under secure aggregation the noise must come from the workers (distributed mode): the
+        # coordinator would otherwise hold the un-noised sum.
+        return not self.central and self.inner.sums_securely
+
+    def accumulate_sum(self, total: Weights, *, weight: float, contributors: int) -> None:
+        """The unmasked sum of `contributors` clipped, noised updates, each masked with weight 1."""
+        acc = self._total()
+        for name, t in total.items():
+            if name in acc:
+                acc[name].add_(t.to(acc[name].dtype))
+        self._contributors += contributors
 
     def end_round(self, failures: Sequence[Failure]) -> Weights:
         round_ = len(self.accountant.rounds) + 1  # labels this round's noise: the same after --resume

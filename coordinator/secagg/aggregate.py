@@ -1,0 +1,104 @@
+"""A synchronous round with secure aggregation: what the round loop (coordinator.job) does
+differently when `--secure-aggregation` is on.
+
+1. Each asked worker's train task carries the options that make it clip its update to C and hold
+   it (worker.secagg.sessions) instead of sending it; its answer has an empty update.
+2. The workers that answered become the roster of a SecAggRound, relayed stage by stage over the
+   broker (coordinator.secagg.driver); at least T of them must answer every stage.
+3. The unmasked sum goes to the strategy whole (Strategy.accumulate_sum): only strategies whose
+   aggregation is a weighted sum can take it, which is checked before round 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from fedmq.broker.base import Broker
+from fedmq.coordinator.secagg.driver import StageRelay
+from fedmq.coordinator.secagg.round import SecAggRound
+from fedmq.coordinator.secagg.settings import SecAggSettings
+from fedmq.coordinator.strategy import Failure, Strategy, StrategyMetrics
+from fedmq.protocol.errors import TrainingFailed
+from fedmq.protocol.messages import Option, Reply, TrainConfig, Weights
+from fedmq.protocol.secagg import masking
+from fedmq.protocol.secagg.params import SecAggParams, default_neighbours, default_threshold
+from fedmq.worker.clipping import CLIP_NORM
+from fedmq.worker.secagg.options import SECURE_AGGREGATION, UNIT_WEIGHT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trained:
+    """A worker that trained this round and holds its update for secure aggregation."""
+
+    worker: str
+    num_examples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureOutcome:
+    """What the secure part of a round did: who dropped out where, and the metrics to log."""
+
+    failures: list[Failure]
+    metrics: StrategyMetrics
+    dropped: int
+    dead_lettered: int
+
+
+class SecureAggregation:
+    def __init__(self, settings: SecAggSettings, *, clip: float, strategy: Strategy) -> None:
+        if not strategy.sums_securely:
+            raise ValueError(f"secure aggregation hands the strategy only the sum of the updates; "
+                             f"{type(strategy).__name__} needs each worker's update (robust rules do): choose "
+                             "a linear --strategy (fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad) or drop "
+                             "--secure-aggregation")
+        self.settings, self.clip, self.strategy = settings, clip, strategy
+
+    def configure(self, configs: Mapping[str, TrainConfig]) -> dict[str, TrainConfig]:
+        """The train tasks' configs with the options that make workers clip and hold their updates."""
+        options: dict[str, Option] = {SECURE_AGGREGATION: True, CLIP_NORM: self.clip}
+        if self.strategy.sums_unweighted:
+            options[UNIT_WEIGHT] = True
+        return {worker: replace(config, options={**config.options, **options}) for worker, config in configs.items()}
+
+    @staticmethod
+    def held(reply: Reply) -> str | None:
+        """Why a train answer does not fit a secure round (an update sent in the clear), or None."""
+        if reply.update:
+            return "an update sent in the clear during a secure-aggregation round: refused unread"
+        return None
+
+    def aggregate(self, broker: Broker, *, job: str, round_: int, weights: Weights, trained: Sequence[Trained],
+                  verify_senders: bool) -> SecureOutcome:
+        """Run the stages among `trained` and fold the unmasked sum into the strategy."""
+        params = self._params(trained)
+        layout = masking.layout_of(weights)
+        secure = SecAggRound(job=job, round_=round_, params=params, roster=[t.worker for t in trained], layout=layout)
+        relay = StageRelay(broker, secure, stage_timeout_s=self.settings.stage_timeout_s,
+                           verify_senders=verify_senders)
+        result = relay.run()
+        total = {name: t.to(weights[name].dtype) for name, t in result.weighted_sum.items()}
+        self.strategy.accumulate_sum(total, weight=float(result.total_examples), contributors=len(result.contributors))
+        gone = {t.worker for t in trained} - set(result.contributors)
+        stage_of = {w: stage for stage, workers in relay.relayed.silent.items() for w in workers}
+        refused = relay.relayed.refused
+        failures = [Failure(w, refused.get(w) or f"dropped out of secure aggregation at stage {stage_of.get(w, '?')}")
+                    for w in sorted(gone)]
+        metrics: StrategyMetrics = {"secagg_contributors": len(result.contributors),
+                                    "secagg_threshold": params.threshold, "secagg_neighbours": params.neighbours,
+                                    "secagg_ring_bits": params.ring_bits}
+        return SecureOutcome(failures=failures, metrics=metrics, dropped=relay.relayed.dropped,
+                             dead_lettered=relay.relayed.dead_lettered)
+
+    def _params(self, trained: Sequence[Trained]) -> SecAggParams:
+        n = len(trained)
+        majority = default_threshold(n)
+        threshold = max(self.settings.threshold or majority, majority)
+        if n < 2 or threshold > n:
+            raise TrainingFailed(f"secure aggregation needs at least {max(threshold, 2)} workers that trained this "
+                                 f"round, got {n}: sample more workers or lower --secagg-threshold")
+        neighbours = min(self.settings.neighbours or default_neighbours(n), n - 1)
+        unit = self.strategy.sums_unweighted
+        return SecAggParams(num_workers=n, threshold=threshold, neighbours=neighbours,
+                            quant_bits=self.settings.quant_bits, clip=self.clip,
+                            max_examples=1 if unit else max(t.num_examples for t in trained))

@@ -1,0 +1,128 @@
+"""Secure aggregation over a broker: the coordinator relays each stage of a SecAggRound
+(coordinator.secagg.round) between the workers that trained this round.
+
+Each stage's requests go to the workers' task queues (expiring with the stage); their replies
+come back through the job's reply queues and are handed to the round with the sender the broker
+vouches for (the queue a reply came through, and its AMQP user_id when senders are verified). A
+stage closes when every expected worker answered or its timeout passed; fewer than the threshold
+fail the round with TooFewSurvivors. What no honest worker sends (bytes that do not decode, a
+forged or replayed stage message) is dead-lettered with the reason, that message's failure
+only; late answers to this round's train tasks are acknowledged and counted as dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from fedmq.broker.base import Broker, Delivery
+from fedmq.coordinator.secagg.round import SecAggResult, SecAggRound
+from fedmq.protocol.errors import BrokerError, DecodeError, clip
+from fedmq.protocol.messages import ErrorReply, Reply, decode_message, encode_message
+from fedmq.protocol.secagg import messages as m
+from fedmq.protocol.secagg.errors import Rejected
+
+log = logging.getLogger("fedmq.coordinator")
+REPLIES = (m.AdvertiseReply, m.ShareReply, m.MaskedInputReply, m.UnmaskReply)
+MAX_REASON = 1000  # characters of a dead letter's reason
+STAGE_TASK_PREFIX = "secagg-"  # the task id of a worker's ErrorReply to a stage request (worker.service)
+
+
+@dataclass
+class Relayed:
+    """What relaying the stages saw besides the answers the round used."""
+
+    dropped: int = 0  # late answers to this round's train tasks (acked, not used)
+    refused: dict[str, str] = field(default_factory=dict)  # worker -> why it left the round (its ErrorReply)
+    dead_lettered: int = 0  # stage messages no honest worker sends
+    silent: dict[str, list[str]] = field(default_factory=dict)  # stage -> workers that did not answer
+
+
+class StageRelay:
+    """Runs one SecAggRound to its end over `broker` for job `job`."""
+
+    def __init__(self, broker: Broker, secure: SecAggRound, *, stage_timeout_s: float,
+                 verify_senders: bool = False) -> None:
+        self._broker = broker
+        self._round = secure
+        self._timeout_s = stage_timeout_s
+        self._verify_senders = verify_senders
+        self.relayed = Relayed()
+
+    def run(self) -> SecAggResult:
+        """The unmasked sum; TooFewSurvivors when a stage ends below the threshold."""
+        requests = self._round.start()
+        while not self._round.done:
+            self._send(requests)
+            self._collect(time.monotonic() + self._timeout_s)
+            requests = self._round.advance()
+        assert self._round.result is not None
+        return self._round.result
+
+    def _send(self, requests: dict[str, m.Request]) -> None:
+        for worker, request in requests.items():
+            try:
+                self._broker.publish_task(worker, encode_message(request), self._timeout_s)
+            except BrokerError as e:  # that worker's dropout; a lost connection is raised by receive
+                log.warning("secure aggregation: worker %s did not get its %s request: %s", worker,
+                            request.stage.name, e)
+
+    def _collect(self, deadline: float) -> None:
+        stage = self._round.stage
+        while self._round.expected - self._round.answered - self.relayed.refused.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            delivery = self._broker.receive(timeout=min(remaining, 1.0))
+            if delivery is not None:
+                self._handle(delivery)
+        silent = sorted(self._round.expected - self._round.answered - self.relayed.refused.keys())
+        if silent and stage is not None:
+            self.relayed.silent[stage.name] = silent
+            log.warning("secure aggregation, stage %s: no answer from %s", stage.name, ", ".join(silent))
+
+    def _handle(self, delivery: Delivery) -> None:
+        if self._verify_senders and delivery.user_id != delivery.source:
+            self._dead_letter(delivery, f"user {delivery.user_id!r} published into worker "
+                                        f"{delivery.source!r}'s reply queue")
+            return
+        try:
+            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts))
+        except DecodeError as e:
+            self._dead_letter(delivery, f"undecodable reply: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
+            log.exception("the decoder failed on a reply from %s", delivery.source)
+            self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
+            return
+        if isinstance(message, (Reply, ErrorReply)) and message.job == self._round.job \
+                and message.worker == delivery.source and message.round <= self._round.round:
+            self._other_answer(message)
+            self._broker.ack(delivery)
+            return
+        if not isinstance(message, REPLIES):
+            self._dead_letter(delivery, f"a {type(message).__name__} during secure aggregation")
+            return
+        try:
+            self._round.receive(message, sender=delivery.source)
+        except Rejected as e:
+            self._dead_letter(delivery, str(e))
+            return
+        self._broker.ack(delivery)
+
+    def _other_answer(self, message: Reply | ErrorReply) -> None:
+        """A worker's refusal to go on with this round (it leaves it: no need to wait for it),
+        or a late answer to a train task (dropped)."""
+        if isinstance(message, ErrorReply) and message.round == self._round.round \
+                and message.task_id.startswith(STAGE_TASK_PREFIX) and message.worker in self._round.expected:
+            self.relayed.refused[message.worker] = clip(message.reason, MAX_REASON)
+            log.warning("secure aggregation: worker %s left the round: %s", message.worker, message.reason)
+        else:
+            self.relayed.dropped += 1
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        reason = clip(reason, MAX_REASON)
+        log.warning("dead-lettering a reply from %s's queue: %s", delivery.source, reason)
+        self.relayed.dead_lettered += 1
+        self._broker.dead_letter(delivery, reason)

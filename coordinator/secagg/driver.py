@@ -70,14 +70,14 @@ class StageRelay:
 
     def _collect(self, deadline: float) -> None:
         stage = self._round.stage
-        while self._round.expected - self._round.answered - self.relayed.refused.keys():
+        while self._round.expected - self._round.answered:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             delivery = self._broker.receive(timeout=min(remaining, 1.0))
             if delivery is not None:
                 self._handle(delivery)
-        silent = sorted(self._round.expected - self._round.answered - self.relayed.refused.keys())
+        silent = sorted(self._round.expected - self._round.answered)
         if silent and stage is not None:
             self.relayed.silent[stage.name] = silent
             log.warning("secure aggregation, stage %s: no answer from %s", stage.name, ", ".join(silent))
@@ -117,6 +117,7 @@ class StageRelay:
         if isinstance(message, ErrorReply) and message.round == self._round.round \
                 and message.task_id.startswith(STAGE_TASK_PREFIX) and message.worker in self._round.expected:
             self.relayed.refused[message.worker] = clip(message.reason, MAX_REASON)
+            self._round.withdraw(message.worker)  # its stage need not wait for it
             log.warning("secure aggregation: worker %s left the round: %s", message.worker, message.reason)
         else:
             self.relayed.dropped += 1

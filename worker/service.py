@@ -47,6 +47,7 @@ from fedmq.worker.dedup import AnsweredTasks
 from fedmq.worker.presence import Heartbeat
 from fedmq.worker.remote.handler import RemoteCommands
 from fedmq.worker.secagg import options as secure
+from fedmq.worker.secagg.relay import answer_stage
 from fedmq.worker.secagg.sessions import SecAggSessions
 from fedmq.worker.settings import WorkerSettings
 from fedmq.worker.task import Dataset, Task, as_pair, load_task
@@ -132,7 +133,7 @@ class WorkerService:
             self.remote.handle(delivery, message)
             return
         if isinstance(message, SECAGG_REQUESTS):
-            self._secure_step(delivery, message)
+            answer_stage(self._broker, self.secure, self.worker_id, delivery, message)
             return
         kind = "train" if isinstance(message, TrainTask) else "evaluate"
         key = (message.job, message.round, message.task_id)
@@ -171,23 +172,6 @@ class WorkerService:
         self._heartbeat.answered(message.job, message.round)
         log.info("job %s round %d: %s on %d examples in %.3fs", message.job, message.round, kind,
                  self._num_examples, seconds)
-
-    def _secure_step(self, delivery: Delivery, request: secagg.Request) -> None:
-        """Answer one secure-aggregation stage request (worker.secagg.sessions), then ack it. A
-        request the session refuses is answered with an ErrorReply saying why: the coordinator
-        counts this worker out of the round. A stale or repeated one is acked unanswered."""
-        outcome = self.secure.answer(request)
-        message: secagg.Reply | ErrorReply | None = outcome.reply
-        if outcome.error is not None:
-            message = ErrorReply(job=request.job, round=request.round, task_id=f"secagg-{request.stage.name.lower()}",
-                                 worker=self.worker_id, reason=clip(outcome.error))
-        if message is not None:
-            try:
-                self._broker.publish_reply(request.job, self.worker_id, encode_message(message))
-            except Unroutable:
-                log.warning("job %s has no reply queue (the job is gone); stage %s reply dropped", request.job,
-                            request.stage.name)
-        self._broker.ack(delivery)
 
     def _sender_refusal(self, delivery: Delivery) -> str | None:
         """Why the delivery's publisher may not send this worker anything; None when it may."""

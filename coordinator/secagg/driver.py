@@ -22,11 +22,11 @@ from fedmq.protocol.errors import BrokerError, DecodeError, clip
 from fedmq.protocol.messages import ErrorReply, Reply, decode_message, encode_message
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.errors import Rejected
+from fedmq.worker.secagg.relay import STAGE_TASK_PREFIX
 
 log = logging.getLogger("fedmq.coordinator")
 REPLIES = (m.AdvertiseReply, m.ShareReply, m.MaskedInputReply, m.UnmaskReply)
 MAX_REASON = 1000  # characters of a dead letter's reason
-STAGE_TASK_PREFIX = "secagg-"  # the task id of a worker's ErrorReply to a stage request (worker.service)
 
 
 @dataclass

@@ -218,6 +218,14 @@ class Link:
         if self._channel is not None and not self._channel.is_open:
             self._channel = None
 
+    def drop_publisher(self) -> None:
+        """Close the publish channel; the next publish opens a fresh one. A channel's view of a
+        quorum queue can keep pointing at a lost leader, so a nacked publish retries on a new one."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None and publisher.is_open:
+            with contextlib.suppress(px.AMQPError, OSError):
+                publisher.close()
+
     def _current_publisher(self) -> Channel:
         if self._publisher is None or not self._publisher.is_open:
             self._current_channel()  # the connection is alive and the topology declared

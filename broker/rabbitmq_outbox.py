@@ -5,12 +5,18 @@ Publishes go out on the Link's publish channel, so a refused one (PublishRejecte
 the consumers. A dead letter is published to the dead-letter exchange with fedmq's reason
 header; a user that may not write that exchange (a provisioned worker) rejects the delivery
 instead, and its queue's own dead-lettering moves it there (RabbitMQ's reason "rejected").
+
+A quorum queue nacks a publish while it has no leader: for the seconds of an election after a
+node's loss, or for as long as a majority of its replicas is down. fedmq's queues never refuse
+a message for being full (drop-head), so on quorum queues a nack is retried, with the reconnect
+backoff, within the reconnect window; on classic queues it is a refusal, raised at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 import pika
 import pika.exceptions as px
@@ -20,6 +26,7 @@ from fedmq.broker.base import Body
 from fedmq.broker.rabbit_connection import Channel, Link
 from fedmq.broker.rabbitmq_delivery import REASON, SOURCE, Tag
 from fedmq.broker.settings import BrokerSettings
+from fedmq.broker.topology import QueueType
 from fedmq.protocol.errors import PublishRejected, Unroutable, clip
 
 log = logging.getLogger("fedmq.broker")
@@ -60,7 +67,32 @@ class Outbox:
                     raise PublishRejected(f"RabbitMQ refused a message for {what} (nack: a full "
                                           "queue, or one that takes none)") from e
 
-        self._link.call(send, publishing=True)
+        self._publish_retrying_nacks(send, what)
+
+    def _publish_retrying_nacks(self, send: Callable[[Channel], None], what: str) -> None:
+        """send() on the publish channel; on quorum queues a nack is retried (module doc)."""
+        window = self._settings.reconnect_for_s
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                self._link.call(send, publishing=True)
+                return
+            except PublishRejected as e:
+                if (self._settings.topology.queue_type is not QueueType.QUORUM
+                        or not isinstance(e.__cause__, px.NackError)):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + window
+                    log.warning("a quorum queue refused a message for %s (no leader: a node lost?); "
+                                "retrying for up to %gs", what, window)
+                elif now >= deadline:
+                    raise PublishRejected(f"RabbitMQ refused a message for {what} for {window:g}s: its "
+                                          "quorum queue has no leader (a majority of its nodes down?)") from e
+            self._link.drop_publisher()
+            self._link.serve(min(delay, max(deadline - time.monotonic(), 0.0)))
+            delay = min(delay * 2, 2.0)
 
     def dead_letter(self, body: Body, reason: str, source: str) -> None:
         # Headers must fit one AMQP frame: a reason quoting hostile input is cut short.

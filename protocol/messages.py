@@ -198,6 +198,8 @@ def decode_message(data: bytes | memoryview | list[bytes]) -> Message:
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"protocol version {version!r} is not supported; this build speaks {PROTOCOL_VERSION}")
     kind = obj.get("kind")
+    if not isinstance(kind, str):  # hostile maps put lists or maps here: unhashable, no kind at all
+        raise DecodeError(f"field 'kind' is missing or not text: {str(kind)[:40]!r}")
     for family in FAMILIES:
         if kind in family.kinds:
             return family.from_wire(obj)  # type: ignore[no-any-return]

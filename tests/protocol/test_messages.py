@@ -8,6 +8,7 @@ from fedmq.protocol.errors import DecodeError, UnsupportedVersion
 from fedmq.protocol.messages import (
     ErrorReply,
     EvaluateTask,
+    PROTOCOL_VERSION,
     Message,
     Reply,
     TrainConfig,
@@ -87,3 +88,12 @@ def test_reasons_are_clipped_in_one_place() -> None:
     # When each is clipped, then the long one is cut to the limit and marked, the short one kept
     assert len(clip(long)) == MAX_REASON and clip(long).endswith("...")
     assert clip(short) == short and clip(long, 10) == "xxxxxxx..."
+
+
+@pytest.mark.parametrize("kind", [["train"], {"k": 1}, None, 7])
+def test_a_kind_that_is_not_text_is_a_decode_error(kind: object) -> None:
+    # Given a message map whose kind is a list, a map, missing or a number
+    body = msgpack.packb({"v": PROTOCOL_VERSION, "kind": kind, "job": "j", "round": 1, "task_id": "t"})
+    # When it is decoded, Then it is refused as undecodable, not a crash of the decoder
+    with pytest.raises(DecodeError, match="kind"):
+        decode_message(body)

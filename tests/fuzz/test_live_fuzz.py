@@ -19,6 +19,7 @@ import torch
 from fedmq.broker import chunks
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator import processes as processes_module
 from fedmq.coordinator.checkpoint import load_checkpoint
 from tests.coordinator.conftest import ROOT, broker_args, fedmq
 from tests.fuzz import live
@@ -48,8 +49,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 def _start(processes: list[subprocess.Popen[str]], log: Path, *args: str,
            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    process = subprocess.Popen(fedmq(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                               text=True, env={**os.environ, **(env or {})})
+    process = processes_module.start(args, cwd=ROOT, log=log, env={**os.environ, **(env or {})})
     processes.append(process)
     return process
 

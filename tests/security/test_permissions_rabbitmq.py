@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fedmq.broker.rabbitmq import RabbitBroker
+from fedmq.coordinator import processes
 from fedmq.coordinator.rounds import ReplyCollector
 from fedmq.protocol.messages import Reply, encode_message
 from tests.coordinator.conftest import ROOT, fedmq
@@ -92,11 +93,10 @@ def test_the_coordinator_accepts_only_replies_whose_user_id_is_their_worker(
 def test_a_provisioned_federation_trains_with_its_credentials_only(
         federation: Federation, tmp_path: Path) -> None:
     # Given alice and bob started with their credentials files (no guest, no --broker)
-    workers = [subprocess.Popen(
-        fedmq("worker", "--id", who.user, "--task", "toy", "--shard", f"{index}/2",
-              "--credentials", str(federation.file(who))),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{who.user}.log", "w"))
-        for index, who in enumerate([federation.bob, federation.alice])]
+    workers = [processes.start(processes.worker_args(who.user, "toy", index, 2, "--credentials",
+                                                     str(federation.file(who))),
+                               cwd=ROOT, log=tmp_path / f"{who.user}.log")
+               for index, who in enumerate([federation.bob, federation.alice])]
     try:
         # When the coordinator trains with its own credentials (which verifies user_ids)
         metrics = tmp_path / "m.jsonl"

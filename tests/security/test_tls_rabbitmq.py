@@ -12,6 +12,7 @@ import pytest
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
 from fedmq.broker.topology import Topology
+from fedmq.coordinator import processes
 from fedmq.protocol.errors import BrokerError, BrokerUnreachable
 from tests.coordinator.conftest import ROOT, fedmq
 from tests.security.certs import Pki, make_pki
@@ -39,8 +40,8 @@ def test_a_federation_trains_over_amqps_with_client_certificates(tls: tuple[str,
     # Given two workers connected over amqps://, verifying the broker and presenting a certificate
     url, pki = tls
     common = ["--broker", url, "--prefix", "tls-run", *_tls_args(pki)]
-    workers = [subprocess.Popen(fedmq("worker", "--id", name, "--task", "toy", "--shard", f"{i}/2", *common),
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "w"))
+    workers = [processes.start(processes.worker_args(name, "toy", i, 2, *common), cwd=ROOT,
+                               log=tmp_path / f"{name}.log")
                for i, name in enumerate(["bob", "alice"])]
     try:
         # When the coordinator runs two rounds over the same TLS listener

@@ -6,6 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from fedmq.coordinator import processes
 from tests.coordinator.conftest import ROOT, fedmq
 from tests.security.conftest import Federation
 
@@ -15,11 +16,8 @@ def test_one_process_hosts_two_principals_each_with_its_own_credentials(
     # Given bob and alice hosted by one `fedmq worker` process, each with its own credentials file
     bob, alice = federation.bob.user, federation.alice.user
     log = tmp_path / "host.log"
-    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        host = subprocess.Popen(
-            fedmq("worker", "--id", f"{{{bob},{alice}}}", "--task", "toy", "--shard", "{i}/{n}",
-                  "--credentials", str(federation.directory / "{id}.json")),
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    host = processes.start(["worker", "--id", f"{{{bob},{alice}}}", "--task", "toy", "--shard", "{i}/{n}",
+                            "--credentials", str(federation.directory / "{id}.json")], cwd=ROOT, log=log)
     try:
         # When the coordinator trains with its own credentials (which holds replies to their user_id)
         metrics = tmp_path / "m.jsonl"

@@ -12,18 +12,19 @@ import pytest
 
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.broker.settings import BrokerSettings
+from fedmq.coordinator import processes
 from fedmq.coordinator.cli_workers import expand_ids
 from fedmq.coordinator.job import TrainingJob
 from fedmq.coordinator.metrics import RoundMetrics
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.protocol.messages import TrainConfig, TrainTask, Weights, decode_message, encode_message
 from fedmq.protocol.presence import decode_presence
-from tests.coordinator.conftest import ROOT, broker_args, fedmq
 from fedmq.worker.host import dispatch
 from fedmq.worker.pool import LocalWorkers
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import ShardSpec, WorkerSettings
 from fedmq.worker.task import load_task
+from tests.coordinator.conftest import ROOT, broker_args, fedmq
 
 SIXTEEN = tuple(f"h{i}" for i in range(16))
 
@@ -96,10 +97,8 @@ def test_one_fedmq_worker_process_hosts_sixteen_workers_over_rabbitmq(
         rabbit_settings: BrokerSettings, tmp_path: Path) -> None:
     # Given one `fedmq worker` process hosting h0..h15, shard i/16 each
     log = tmp_path / "host.log"
-    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        host = subprocess.Popen(fedmq("worker", "--id", "h{0..15}", "--shard", "{i}/{n}", "--task", "digits",
-                                      *broker_args(rabbit_settings)),
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    host = processes.start(["worker", "--id", "h{0..15}", "--shard", "{i}/{n}", "--task", "digits",
+                            *broker_args(rabbit_settings)], cwd=ROOT, log=log)
     try:
         # When the coordinator trains three rounds with all sixteen
         metrics = tmp_path / "m.jsonl"
@@ -138,10 +137,8 @@ def test_every_logical_worker_beats_its_own_presence() -> None:
 def test_sigterm_lets_every_connections_task_in_hand_finish(rabbit_settings: BrokerSettings, tmp_path: Path) -> None:
     # Given one process hosting two slow workers on two connections, both in mid-training
     log = tmp_path / "host.log"
-    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        host = subprocess.Popen(fedmq("worker", "--id", "slow{0..1}", "--shard", "{i}/{n}", "--connections", "2",
-                                      "--task", "tests.coordinator.slow_task", *broker_args(rabbit_settings)),
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    host = processes.start(["worker", "--id", "slow{0..1}", "--shard", "{i}/{n}", "--connections", "2",
+                            "--task", "tests.coordinator.slow_task", *broker_args(rabbit_settings)], cwd=ROOT, log=log)
     train = subprocess.Popen(fedmq("train", *broker_args(rabbit_settings), "--task", "tests.coordinator.slow_task",
                                    "--workers", "slow0,slow1", "--rounds", "1", "--round-timeout", "8"),
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -6,10 +6,14 @@ long-lived client processes) against fedmq over RabbitMQ with N `fedmq worker` p
 `bench/run_sim.py` (the Ray simulation) against fedmq's in-process simulation (the memory broker,
 worker.pool.LocalWorkers). Workload: digits MLP 64-64-10, E=1, B=32, lr 0.05, all N workers per
 round. Medians cover rounds 2..R on both sides (round 1 carries start-up). Targets (issue 10):
-fedmq / Flower legacy gRPC <= 0.7 at N=4 and <= 0.5 at N=16; the simulation faster than Flower's.
-The load average is printed: on a shared machine the figures are indicative only.
+fedmq / Flower legacy gRPC <= 0.7 at N=4 and <= 0.5 at N=16; the simulation faster than Flower's
+and within 2x of the plain sequential PyTorch loop (`bench/run_plain.py`: the same training with
+no framework at all) at N=16; fedmq's overhead per round over RabbitMQ (wall time minus the
+slowest worker's local training) <= 10 ms at N=16 and <= 30 ms at N=64, the 64 as logical
+workers of one `fedmq worker --id w{0..63}` process (worker.host). The load average is printed:
+on a shared machine the figures are indicative only.
 
-    python -m benchmarks.vs_flower [--rounds R] [--grpc 4,16] [--sim 16,100]
+    python -m benchmarks.vs_flower [--rounds R] [--grpc 4,16] [--sim 16,100] [--hosted 64]
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import re
 import statistics
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.table import Row, table
-from benchmarks.workers import worker_processes
+from benchmarks.workers import delete_topology, worker_processes
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
 from fedmq.broker.topology import Topology
+from fedmq.coordinator import processes
 from fedmq.coordinator.job import TrainingJob
 from fedmq.coordinator.metrics import RoundMetrics
 from fedmq.coordinator.settings import TrainSettings
@@ -44,17 +52,42 @@ FLOWER_TIMEOUT_S = 900
 _ROUND = re.compile(r"round\s+(\d+)/\d+\s+round_s=\s*([0-9.]+)")
 
 
-def fedmq_rabbitmq(url: str, workers: int, rounds: int) -> float:
-    """Median round (s, rounds 2..R) with `workers` `fedmq worker` processes over RabbitMQ."""
+@dataclass(frozen=True, kw_only=True)
+class Rounds:
+    """Medians over rounds 2..R (s): the round, and its overhead beyond the slowest worker's training."""
+
+    wall_s: float
+    overhead_s: float
+
+
+def fedmq_rabbitmq(url: str, workers: int, rounds: int, *, hosted: bool = False) -> Rounds:
+    """Rounds with `workers` `fedmq worker` processes over RabbitMQ, or with `hosted` one process
+    hosting them all as logical workers (worker.host)."""
     topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
     names = tuple(f"w{i}" for i in range(workers))
     settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower",
                              wait_for_workers_s=300)
     measured: list[RoundMetrics] = []
-    with worker_processes(url, topology, "digits", names), RabbitBroker(BrokerSettings(url, topology)) as broker:
+    with _workers(url, topology, names, hosted), RabbitBroker(BrokerSettings(url, topology)) as broker:
         TrainingJob(broker, settings, on_round=measured.append).run()
         broker.delete_job(settings.job, names)
-    return statistics.median(m.wall_s for m in measured[1:])
+    return Rounds(wall_s=statistics.median(m.wall_s for m in measured[1:]),
+                  overhead_s=statistics.median(m.wall_s - m.worker_train_s for m in measured[1:]))
+
+
+@contextmanager
+def _workers(url: str, topology: Topology, names: tuple[str, ...], hosted: bool) -> Iterator[None]:
+    if not hosted:
+        with worker_processes(url, topology, "digits", names):
+            yield
+        return
+    host = processes.start(["worker", "--id", f"w{{0..{len(names) - 1}}}", "--shard", "{i}/{n}", "--task", "digits",
+                            "--broker", url, "--prefix", topology.prefix, "--log-level", "warning"])
+    try:
+        yield
+    finally:
+        processes.stop([host])
+        delete_topology(url, topology, names)
 
 
 def fedmq_simulation(workers: int, rounds: int) -> float:
@@ -89,23 +122,40 @@ def _pair(what: str, ours: float, theirs: float, target: str, note: str) -> list
             Row(f"{what}: fedmq / Flower", ours / theirs, "x", target, note)]
 
 
+OVERHEAD_TARGET_MS = {16: 10.0, 64: 30.0}
+
+
 def run(url: str, grpc: tuple[int, ...] = (4, 16), sim: tuple[int, ...] = (16, 100),
-        rounds: int = ROUNDS) -> list[Row]:
+        rounds: int = ROUNDS, hosted: tuple[int, ...] = (64,)) -> list[Row]:
     rows: list[Row] = []
     for n in grpc:
         load = os.getloadavg()[0]
         ours, theirs = fedmq_rabbitmq(url, n, rounds), flower("run_grpc_legacy.py", n, rounds)
-        load = max(load, os.getloadavg()[0])
-        target = "<= 0.7" if n <= 4 else "<= 0.5"
-        rows += _pair(f"N={n} RabbitMQ vs legacy gRPC", ours, theirs, target,
-                      f"R={rounds}, load avg {load:.1f} on {os.cpu_count()} cores")
+        note = f"R={rounds}, load avg {max(load, os.getloadavg()[0]):.1f} on {os.cpu_count()} cores"
+        rows += _pair(f"N={n} RabbitMQ vs legacy gRPC", ours.wall_s, theirs, "<= 0.7" if n <= 4 else "<= 0.5", note)
+        rows.append(_overhead(f"N={n} RabbitMQ, {n} processes", n, ours, note))
+    for n in hosted:
+        load = os.getloadavg()[0]
+        ours = fedmq_rabbitmq(url, n, rounds, hosted=True)
+        note = f"R={rounds}, load avg {max(load, os.getloadavg()[0]):.1f} on {os.cpu_count()} cores"
+        rows += [Row(f"N={n} RabbitMQ, one host process: median round", 1000 * ours.wall_s, "ms", ">= 0", note),
+                 _overhead(f"N={n} RabbitMQ, one host process", n, ours, note)]
     for n in sim:
         load = os.getloadavg()[0]
-        ours, theirs = fedmq_simulation(n, rounds), flower("run_sim.py", n, rounds)
-        load = max(load, os.getloadavg()[0])
-        rows += _pair(f"N={n} simulation (memory vs Ray)", ours, theirs, "<= 1",
-                      f"R={rounds}, load avg {load:.1f} on {os.cpu_count()} cores")
+        ours_s, theirs = fedmq_simulation(n, rounds), flower("run_sim.py", n, rounds)
+        plain = flower("run_plain.py", n, rounds) if n <= 16 else None
+        note = f"R={rounds}, load avg {max(load, os.getloadavg()[0]):.1f} on {os.cpu_count()} cores"
+        rows += _pair(f"N={n} simulation (memory vs Ray)", ours_s, theirs, "<= 1", note)
+        if plain is not None:
+            rows += [Row(f"N={n} plain sequential PyTorch loop: median round", 1000 * plain, "ms", ">= 0", note),
+                     Row(f"N={n} simulation / plain loop", ours_s / plain, "x", "<= 2", note)]
     return rows
+
+
+def _overhead(what: str, n: int, rounds: Rounds, note: str) -> Row:
+    target = OVERHEAD_TARGET_MS.get(n)
+    return Row(f"{what}: overhead (wall - slowest training)", 1000 * rounds.overhead_s, "ms",
+               f"<= {target:g}" if target is not None else ">= 0", note)
 
 
 def main() -> None:
@@ -114,11 +164,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--grpc", default="4,16", help="worker counts against legacy gRPC ('' for none)")
     parser.add_argument("--sim", default="16,100", help="worker counts against the simulation ('' for none)")
+    parser.add_argument("--hosted", default="64", help="worker counts hosted by one process ('' for none)")
     args = parser.parse_args()
-    counts = [tuple(int(n) for n in text.split(",") if n) for text in (args.grpc, args.sim)]
+    counts = [tuple(int(n) for n in text.split(",") if n) for text in (args.grpc, args.sim, args.hosted)]
     from rich.console import Console
 
-    Console().print(table(run(args.broker, counts[0], counts[1], args.rounds)))
+    Console().print(table(run(args.broker, counts[0], counts[1], args.rounds, counts[2])))
 
 
 if __name__ == "__main__":

@@ -45,14 +45,15 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pika
 from rich.console import Console
-from rich.table import Table
 
 from benchmarks.attackers import ATTACKERS_ENV
+from benchmarks.robust_report import HONEST_LABEL, Result, describe, progress_line, result_table
+from benchmarks.robust_report import target_row as judge
 from benchmarks.table import Row
 from fedmq.broker.base import Broker
 from fedmq.broker.rabbitmq import RabbitBroker
@@ -72,7 +73,6 @@ FS = (1, 3)  # attackers per attacked setting; f=0 runs once, with no attack
 STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 ATTACKER_SHARDS = (5, 6, 8)  # see the module docstring
 LR, EPOCHS, BATCH_SIZE, SEED = 0.5, 5, 32, 0  # near convergence in 30 rounds (module docstring)
-TARGET_POINTS = 3.0
 TABLE_WIDTH = 150  # the table's ten columns, also when printed to a log file
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -102,25 +102,19 @@ class Arm:
     @property
     def label(self) -> str:
         given = " ".join(f"{k}={v}" for k, v in (self.options or {}).items())
-        return "fedavg over honest workers only" if self.honest_only else f"{self.strategy} {given}".strip()
+        return HONEST_LABEL if self.honest_only else f"{self.strategy} {given}".strip()
 
     def options_for(self, f: int) -> dict[str, str]:
         return dict(self.options) if self.options is not None else strategy_options(self.strategy, f)
 
 
 ARMS = tuple(Arm(strategy=s) for s in STRATEGIES) + (Arm(strategy="fedavg", honest_only=True),)
+SHIPPED = frozenset(arm.label for arm in ARMS if not arm.honest_only) - {"fedavg"}  # what the target may use
 
 
-@dataclass(frozen=True, kw_only=True)
-class Result:
-    attack: str
-    f: int
-    strategy: str  # the arm's label
-    options: dict[str, str] = field(default_factory=dict)
-    accuracy: float | None = None  # the test accuracy after the last round; None: n/a or failed
-    rounds: int = 0  # rounds completed
-    note: str = ""  # why there is no accuracy
-    seconds: float = 0.0
+def target_row(results: Sequence[Result]) -> Row:
+    """The target judged over the shipped robust rules (not --extra rows, not the reference)."""
+    return judge(results, SHIPPED)
 
 
 def settings(attacks: Sequence[str] = ATTACKS, fs: Sequence[int] = FS) -> list[Setting]:
@@ -170,7 +164,7 @@ def run_setting(url: str, setting: Setting, *, run_id: str, config: TrainConfig,
                 trained = [n for i, n in enumerate(names) if not (arm.honest_only and i in setting.attackers)]
                 results.append(_train(broker, setting, arm, options, job, trained, config, rounds, out))
                 if console is not None:
-                    console.print(_line(results[-1]))
+                    console.print(progress_line(results[-1]))
         finally:
             delete_topology(url, topology, names, jobs)
     return results
@@ -250,42 +244,6 @@ def workload(*, lr: float = LR, epochs: int = EPOCHS, batch_size: int = BATCH_SI
     return TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
 
 
-def describe(config: TrainConfig, rounds: int) -> str:
-    return f"{rounds} rounds, lr {config.lr:g}, {config.epochs} epoch(s), batch {config.batch_size}, seed {config.seed}"
-
-
-def result_table(results: Sequence[Result], subtitle: str = "") -> Table:
-    """Strategies down, (attack, f) across; final test accuracy in percent."""
-    columns = list(dict.fromkeys((r.attack, r.f) for r in results))
-    table = Table(title="final test accuracy (%), digits, 10 workers, label skew", caption=subtitle or None)
-    table.add_column("strategy")
-    for attack, f in columns:
-        table.add_column(f"{attack} f={f}", justify="right")
-    for strategy in dict.fromkeys(r.strategy for r in results):
-        cells = {(r.attack, r.f): r for r in results if r.strategy == strategy}
-        table.add_row(strategy, *[_cell(cells.get(column)) for column in columns])
-    return table
-
-
-def target_row(results: Sequence[Result]) -> Row:
-    """Best robust accuracy under f=3 sign-flip minus f=0 FedAvg's, in points; the note also
-    gives the honest-only ceiling, so a miss shows whether the rule or the lost data is to blame."""
-    baseline = next((r.accuracy for r in results if r.f == 0 and r.strategy == "fedavg"), None)
-    ceiling = next((r.accuracy for r in results if (r.attack, r.f) == ("signflip", 3)
-                    and r.strategy == Arm(strategy="fedavg", honest_only=True).label), None)
-    shipped = {arm.label for arm in ARMS if not arm.honest_only} - {"fedavg"}
-    attacked = [r for r in results if (r.attack, r.f) == ("signflip", 3) and r.strategy in shipped
-                and r.accuracy is not None]
-    if baseline is None or not attacked:
-        return Row("robust: f=3 sign-flip vs f=0 FedAvg", float("nan"), "points", f">= -{TARGET_POINTS:g}",
-                   "not measured")
-    best = max(attacked, key=lambda r: r.accuracy or 0.0)
-    return Row("robust: best strategy under f=3 sign-flip minus f=0 FedAvg", 100 * ((best.accuracy or 0) - baseline),
-               "points", f">= -{TARGET_POINTS:g}",
-               f"{best.strategy} {100 * (best.accuracy or 0):.1f}% vs f=0 FedAvg {100 * baseline:.1f}%; "
-               f"honest-only FedAvg ceiling {_percent(ceiling)}")
-
-
 def run(url: str) -> list[Row]:
     """The full benchmark for `python -m benchmarks`: prints the accuracy table, returns the target row."""
     quiet_pika()
@@ -298,24 +256,6 @@ def run(url: str) -> list[Row]:
 def quiet_pika() -> None:
     """Waiting for workers probes their queues before they exist: pika logs each 404 as a warning."""
     logging.getLogger("pika").setLevel(logging.ERROR)
-
-
-def _percent(accuracy: float | None) -> str:
-    return "not measured" if accuracy is None else f"{100 * accuracy:.1f}%"
-
-
-def _cell(result: Result | None) -> str:
-    if result is None:
-        return ""
-    if result.accuracy is None:
-        return "n/a" if result.note.startswith("n/a") else "failed"
-    return f"{100 * result.accuracy:.1f}"
-
-
-def _line(result: Result) -> str:
-    accuracy = "-" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
-    return (f"{result.attack} f={result.f} {result.strategy} {result.options or ''}: {accuracy} "
-            f"after {result.rounds} rounds, {result.seconds:.0f} s {result.note}")
 
 
 def _extra(text: str) -> Arm:

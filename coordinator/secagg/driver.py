@@ -61,12 +61,22 @@ class StageRelay:
         return self._round.result
 
     def _send(self, requests: dict[str, m.Request]) -> None:
+        """One publish per distinct request: ADVERTISE, SHARE and UNMASK say the same to every
+        worker (the roster, every public key), so they go out once for all (Broker.
+        publish_shared_task) and the coordinator's bytes grow with N, not N squared; MASKED_INPUT
+        requests carry each worker's own routed shares."""
+        groups: dict[int, tuple[m.Request, list[str]]] = {}
         for worker, request in requests.items():
+            groups.setdefault(id(request), (request, []))[1].append(worker)
+        for request, workers in groups.values():
+            body = encode_message(request)
             try:
-                self._broker.publish_task(worker, encode_message(request), self._timeout_s)
-            except BrokerError as e:  # that worker's dropout; a lost connection is raised by receive
+                failed = self._broker.publish_shared_task(workers, body, self._timeout_s)
+            except BrokerError as e:  # a lost connection is raised again by receive
+                failed = dict.fromkeys(workers, e)
+            for worker, error in failed.items():  # that worker's dropout
                 log.warning("secure aggregation: worker %s did not get its %s request: %s", worker,
-                            request.stage.name, e)
+                            request.stage.name, error)
 
     def _collect(self, deadline: float) -> None:
         stage = self._round.stage

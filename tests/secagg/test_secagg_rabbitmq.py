@@ -9,13 +9,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 
-from fedmq.broker.base import Broker, Body
+from fedmq.broker.base import Body, Broker
 from fedmq.broker.rabbitmq import RabbitBroker
 from fedmq.broker.settings import BrokerSettings
 from fedmq.coordinator.checkpoint import load_checkpoint
@@ -26,8 +26,18 @@ from fedmq.coordinator.privacy.accountant import epsilon_for
 from fedmq.coordinator.secagg.round import SecAggRound
 from fedmq.coordinator.secagg.settings import SecAggSettings
 from fedmq.coordinator.settings import TrainSettings
-from fedmq.protocol.messages import (ErrorReply, Message, Option, Reply, TrainConfig, TrainTask, Weights,
-                                     decode_message, encode_message)
+from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.messages import (
+    ErrorReply,
+    Message,
+    Option,
+    Reply,
+    TrainConfig,
+    TrainTask,
+    Weights,
+    decode_message,
+    encode_message,
+)
 from fedmq.protocol.secagg import masking
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.params import SecAggParams
@@ -36,8 +46,10 @@ from fedmq.worker.task import load_task
 from tests.broker.live_worker import WAIT_S, live_worker, toy_weights
 from tests.coordinator.conftest import StartWorkers, broker_args
 from tests.coordinator.test_federation_senders_rabbitmq import serving
-from tests.security.conftest import Federation
-from tests.security.conftest import federation  # noqa: F401 - the provisioned broker fixture
+from tests.security.conftest import (
+    Federation,
+    federation,  # noqa: F401 - the provisioned broker fixture
+)
 
 pytestmark = pytest.mark.rabbitmq
 SEED = 4
@@ -119,11 +131,13 @@ class ForgingBroker(RabbitBroker):
 
     forge: Callable[[], None] | None = None
 
-    def publish_task(self, worker: str, body: Body, expires_in_s: float | None = None) -> None:
-        super().publish_task(worker, body, expires_in_s)
+    def publish_shared_task(self, workers: Sequence[str], body: Body,
+                            expires_in_s: float | None = None) -> dict[str, BrokerError]:
+        failed = super().publish_shared_task(workers, body, expires_in_s)
         if self.forge is not None and isinstance(decode_message(bytes(body)), m.AdvertiseRequest):
             forge, self.forge = self.forge, None
             forge()
+        return failed
 
 
 def test_a_stage_reply_published_into_another_workers_queue_is_dead_lettered(

@@ -95,7 +95,8 @@ class Broker(ABC):
         this returns, expiring after `expires_in_s` as publish_task's do, and redelivered
         only to that worker. The result maps each worker that did not get it to why:
         Unroutable (no task queue) or PublishRejected (refused); an empty map when all did.
-        The body must tell each worker its own part (protocol.messages.SharedTask).
+        The body is the same for all: a SharedTask tells each worker its own part, a secure-
+        aggregation stage request says the same to every worker.
         """
 
     @abstractmethod

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmq.coordinator.privacy.settings import DPSettings
+from fedmq.coordinator.privacy.settings import DPSettings, NoiseMode
 from fedmq.coordinator.sampling import Sampling
 from fedmq.coordinator.secagg.settings import SecAggSettings
 from fedmq.protocol.messages import TrainConfig, check_name
@@ -59,6 +59,10 @@ class TrainSettings:
         if self.secagg is not None and self.max_update_norm is not None:
             raise ValueError("--max-update-norm screens individual updates, which secure aggregation hides: "
                              "drop it (--clip bounds every update instead)")
+        if self.dp is not None and self.dp.noise is NoiseMode.DISTRIBUTED and self.secagg is None:
+            raise ValueError("distributed DP noise is for secure aggregation, where no one sees the un-noised sum; "
+                             "without it the coordinator would see each update with a fraction of the noise: "
+                             "use central noise or add secure aggregation")
         if self.dp is not None and self.clip_norm is None:
             raise ValueError("differential privacy needs --clip C, the L2 norm each worker's update is "
                              "clipped to (e.g. --clip 1.0)")

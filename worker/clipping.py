@@ -53,6 +53,8 @@ def privatize(update: Weights, metrics: Mapping[str, float],
     if std < 0:
         raise TaskError(f"option {NOISE_STD!r} must not be negative, got {std}")
     norm = l2_norm(update)
+    if not math.isfinite(norm):  # NaN compares false with everything: it would skip the clip
+        raise TaskError("local training produced a non-finite update (NaN or inf): lower the learning rate")
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
     key = noise.fresh_key() if std > 0 else b""
     private: Weights = {}

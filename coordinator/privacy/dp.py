@@ -233,14 +233,16 @@ class DPFedAvg(Strategy):
 
     def _accounted(self, contributors: int) -> tuple[float, float]:
         """(q, z) this round is accounted with. Central: the coordinator added the full noise
-        whoever answered. Distributed: k of m shares arrived, so the sum's noise multiplier is
-        z sqrt(k / m); a round with no contributor released nothing about anyone (q = 0)."""
+        whoever answered. Distributed: k of m shares arrived, and a worker's own share cannot be
+        counted on to protect it (its neighbour dataset lacks the worker, share included), so the
+        round is accounted with z sqrt((k - 1) / m); a round with no contributor released nothing
+        about anyone (q = 0)."""
         if self.central:
             return self.cohort.rate, self.z
         k = min(contributors, self.cohort.sample)
         if k == 0:
             return 0.0, self.z
-        return self.cohort.rate, self.z * math.sqrt(k / self.cohort.sample)
+        return self.cohort.rate, self.z * math.sqrt((k - 1) / self.cohort.sample)
 
     def _sum_std(self, added: float) -> float:
         """The noise std on this round's sum: what the coordinator added, or the arrived shares'."""

@@ -27,6 +27,8 @@ from fedmq.protocol.secagg.params import SecAggParams, default_neighbours, defau
 from fedmq.worker.clipping import CLIP_NORM, NOISE_STD
 from fedmq.worker.secagg.options import SECURE_AGGREGATION, UNIT_WEIGHT
 
+MAX_EXAMPLES = 1 << 24  # a worker's example count in a secure round: the ring is sized by the largest
+
 NOISE_TAIL = 10.0  # a noised update's norm exceeds C + s (sqrt(P) + 10) with probability below exp(-50)
 
 
@@ -69,9 +71,13 @@ class SecureAggregation:
 
     @staticmethod
     def held(reply: Reply) -> str | None:
-        """Why a train answer does not fit a secure round (an update sent in the clear), or None."""
+        """Why a train answer does not fit a secure round (an update sent in the clear, an example
+        count the ring cannot hold), or None."""
         if reply.update:
             return "an update sent in the clear during a secure-aggregation round: refused unread"
+        if not 1 <= reply.num_examples <= MAX_EXAMPLES:
+            return (f"an example count of {reply.num_examples}, outside 1 to {MAX_EXAMPLES}: the masked ring is "
+                    "sized by the counts workers report")
         return None
 
     def aggregate(self, broker: Broker, *, job: str, round_: int, weights: Weights, trained: Sequence[Trained],
@@ -115,6 +121,9 @@ class SecureAggregation:
                                  f"round, got {n}: sample more workers or lower --secagg-threshold")
         neighbours = min(self.settings.neighbours or default_neighbours(n), n - 1)
         unit = self.strategy.sums_unweighted
-        return SecAggParams(num_workers=n, threshold=threshold, neighbours=neighbours,
-                            quant_bits=self.settings.quant_bits, clip=self.ring_range(coordinates),
-                            max_examples=1 if unit else max(t.num_examples for t in trained))
+        try:
+            return SecAggParams(num_workers=n, threshold=threshold, neighbours=neighbours,
+                                quant_bits=self.settings.quant_bits, clip=self.ring_range(coordinates),
+                                max_examples=1 if unit else max(t.num_examples for t in trained))
+        except ValueError as e:  # e.g. a ring wider than 62 bits: this round cannot run securely
+            raise TrainingFailed(f"secure aggregation cannot run this round: {e}") from e

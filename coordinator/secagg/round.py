@@ -26,6 +26,7 @@ import torch
 
 from fedmq.coordinator.secagg import unmask
 from fedmq.protocol.secagg import keys as k
+from fedmq.protocol.secagg.crypto import CryptoError, agree, generate_private_key
 from fedmq.protocol.secagg import masking
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.errors import Rejected, TooFewSurvivors
@@ -165,6 +166,7 @@ class SecAggRound:
                     for key in (r.keys.c_public, r.keys.s_public)}
             if reply.keys.c_public == reply.keys.s_public or {reply.keys.c_public, reply.keys.s_public} & seen:
                 raise Rejected(f"{name!r} advertised a public key already in use this round")
+            _check_agreeable(reply.keys, name)
         elif isinstance(reply, m.ShareReply):
             if set(reply.sealed) != self._graph[index]:
                 raise Rejected(f"{name!r} sealed shares to {len(reply.sealed)} workers, not to exactly "
@@ -196,13 +198,16 @@ class SecAggRound:
         assert self._total is not None
         total, bits, shared = self._total, self.params.ring_bits, self._sealed.keys()
         reveals = [r for r in replies.values() if isinstance(r, m.UnmaskReply)]
-        holders = len(next(iter(self._graph.values()))) + 1
-        t = k.holder_threshold(self.params, holders=holders, members=len(self._keys))
+        def threshold(owner: int) -> tuple[int, int]:  # (shares needed, holders) of one owner's secrets
+            holders = len(self._graph[owner]) + 1
+            return k.holder_threshold(self.params, holders=holders, members=len(self._keys)), holders
         for u in sorted(self._survivors):
+            t, holders = threshold(u)
             seed = unmask.rebuild(u, {r.sender: r.seed_shares[u] for r in reveals if u in r.seed_shares},
                                   threshold=t, holders=holders, what="self-mask seed", name=self.roster[u])
             unmask.strip_self_mask(total, seed, job=self.job, round_=self.round, bits=bits)
         for v in sorted(shared - self._survivors):
+            t, holders = threshold(v)
             private = unmask.rebuild(v, {r.sender: r.key_shares[v] for r in reveals if v in r.key_shares},
                                      threshold=t, holders=holders, what="pairwise-mask key", name=self.roster[v])
             unmask.strip_pairwise_masks(total, dropped=v, private=private, keys=self._keys,
@@ -212,3 +217,14 @@ class SecAggRound:
         self.result = SecAggResult(weighted_sum=masking.unflatten(vector, self.layout), total_examples=examples,
                                    contributors=tuple(self.roster[u] for u in sorted(self._survivors)))
         self._total = None
+
+
+def _check_agreeable(keys: m.PublicKeys, name: str) -> None:
+    """Rejected unless both keys agree with a fresh key: a low-order point would make every honest
+    neighbour's key agreement fail, and with it the round (a peer's denial of service)."""
+    probe = generate_private_key()
+    for key in (keys.c_public, keys.s_public):
+        try:
+            agree(probe, key)
+        except CryptoError as e:
+            raise Rejected(f"{name!r} advertised a public key no peer can agree with: {e}") from None

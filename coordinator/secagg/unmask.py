@@ -3,6 +3,7 @@ from the sum of masked inputs, and read the example-weighted sum back out of the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -13,6 +14,8 @@ from fedmq.protocol.secagg.crypto import private_from_bytes, public_bytes
 from fedmq.protocol.secagg.errors import SecAggError, TooFewSurvivors
 from fedmq.protocol.secagg.messages import PublicKeys, Stage
 from fedmq.protocol.secagg.shamir import ShamirError, combine_secret
+
+log = logging.getLogger("fedmq.coordinator")
 
 
 def rebuild(owner: int, shares: Mapping[int, int], *, threshold: int, holders: int, what: str,
@@ -26,7 +29,31 @@ def rebuild(owner: int, shares: Mapping[int, int], *, threshold: int, holders: i
     try:
         return combine_secret({holder + 1: y for holder, y in shares.items()}, threshold=threshold)
     except ShamirError as e:
-        raise SecAggError(f"cannot rebuild the {what} of worker {name!r}: {e}") from e
+        secret = _without_one_corrupt(shares, threshold=threshold, what=what, name=name)
+        if secret is None:
+            raise SecAggError(f"cannot rebuild the {what} of worker {name!r}: {e}; a holder sent a corrupt "
+                              f"share and too few others answered to tell which") from e
+        return secret
+
+
+def _without_one_corrupt(shares: Mapping[int, int], *, threshold: int, what: str, name: str) -> bytes | None:
+    """The secret when leaving out exactly one holder's share makes the rest agree (one corrupt
+    holder, told apart when at least threshold + 2 shares came); None otherwise."""
+    if len(shares) < threshold + 2:
+        return None
+    found: dict[bytes, list[int]] = {}
+    for holder in shares:
+        rest = {h + 1: y for h, y in shares.items() if h != holder}
+        try:
+            found.setdefault(combine_secret(rest, threshold=threshold), []).append(holder)
+        except ShamirError:
+            continue
+    if len(found) != 1:
+        return None
+    (secret, corrupt), = found.items()
+    log.warning("the %s of worker %r was rebuilt without worker %d's share, which was corrupt", what, name,
+                corrupt[0])
+    return secret
 
 
 def strip_self_mask(total: torch.Tensor, seed: bytes, *, job: str, round_: int, bits: int) -> None:

@@ -7,6 +7,10 @@ import math
 from dataclasses import dataclass
 
 MAX_WORKERS = 1 << 16  # workers in one round: indices, rosters and share maps stay bounded
+# Edges of the masking graph (N x K): bounds what one hostile ADVERTISE request can make a worker
+# build (the graph, the Shamir split), whatever N and K it names. The complete graph fits up to
+# about 2,000 workers; beyond, SecAgg+'s O(log N) neighbours are the point anyway.
+MAX_EDGES = 1 << 22
 MAX_RING_BITS = 62  # int64 with room for one addition of two ring elements without overflow
 MAX_QUANT_BITS = 32
 
@@ -51,6 +55,9 @@ class SecAggParams:
                              f"({default_threshold(n)} to {n}), got {self.threshold}")
         if not 1 <= self.neighbours <= n - 1:
             raise ValueError(f"--secagg-neighbours must be 1 to {n - 1} for {n} workers, got {self.neighbours}")
+        if n * self.neighbours > MAX_EDGES:
+            raise ValueError(f"{n} workers with {self.neighbours} neighbours each make a masking graph of more "
+                             f"than {MAX_EDGES} edges: lower --secagg-neighbours")
         if not 2 <= self.quant_bits <= MAX_QUANT_BITS:
             raise ValueError(f"--quant-bits must be 2 to {MAX_QUANT_BITS}, got {self.quant_bits}")
         if not (math.isfinite(self.clip) and self.clip > 0):

@@ -12,12 +12,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 
+from fedmq.protocol.secagg.errors import SecAggError
+
 PRIME = 2**256 + 297
 SECRET_BYTES = 32
 SHARE_BYTES = 33  # one element of GF(PRIME), big-endian
 
 
-class ShamirError(ValueError):
+class ShamirError(SecAggError, ValueError):
     """Shares that cannot give the secret: too few, duplicated, out of the field, inconsistent."""
 
 

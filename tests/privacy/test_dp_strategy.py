@@ -73,10 +73,11 @@ def test_train_options_ask_workers_to_clip_and_in_distributed_mode_to_add_their_
 
 
 def test_distributed_mode_accounts_for_the_noise_shares_that_arrived() -> None:
-    # Given distributed noise, Z = 1, a sample of 4 of which 1 answers
+    # Given distributed noise, Z = 1, a sample of 4 of which 2 answer
     strategy = dp(z=1.0, clip=1.0, sample=4, workers=8, noise=NoiseMode.DISTRIBUTED)
-    run(strategy, model(0.0), [reply("a", 0.1)])
-    # Then the round is accounted with z sqrt(1/4) = 0.5, not the planned 1
+    run(strategy, model(0.0), [reply("a", 0.1), reply("b", 0.1)])
+    # Then the round is accounted with the shares other than the protected worker's own:
+    # z sqrt((2 - 1) / 4) = 0.5, not the planned 1
     assert strategy.accountant.rounds == [(0.5, 0.5)]
     assert strategy.metrics()["dp_noise_multiplier"] == 0.5
 

@@ -106,14 +106,15 @@ def test_secure_training_with_distributed_dp_noise_through_rabbitmq(
     z, clip, m_ = 1.0, 0.1, len(names)
     code, final = _train(rabbit_settings, names, tmp_path, "dpsecure", "--secure-aggregation", "--clip", str(clip),
                          "--dp-noise-multiplier", str(z))
-    # Then it exits 0; every line carries the accountant's epsilon for q = 1 with all three shares
+    # Then it exits 0; every line carries the accountant's epsilon for q = 1, accounted with the
+    # shares other than the protected worker's own: z sqrt((3 - 1) / 3)
     assert code == 0
     lines = read_metrics(tmp_path / "dpsecure.jsonl")
     for round_, line in enumerate(lines, start=1):
         metrics = line["strategy"]
         assert isinstance(metrics, dict)
         assert metrics["secagg_contributors"] == metrics["dp_contributors"] == m_
-        assert metrics["dp_epsilon"] == pytest.approx(epsilon_for(1.0, z, round_, 1e-5), abs=1e-6)
+        assert metrics["dp_epsilon"] == pytest.approx(epsilon_for(1.0, z * math.sqrt(2 / 3), round_, 1e-5), abs=1e-6)
         assert metrics["dp_noise_std"] == pytest.approx(z * clip)
     # And the noise in the model is the workers' shares, whole: the coordinator adds none in this
     # mode, yet the model moved by N(0, (Z C / m)^2) per coordinate and round, next to which the

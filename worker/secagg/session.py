@@ -3,8 +3,12 @@
 The update and every secret (the two private keys, the self-mask seed, the shares others sealed
 to this worker) live in this object's memory only and are never sent in the clear. The session
 checks every request against what it has seen: a request for another job, round or stage is
-Rejected (that message's failure only); a request that would leak, such as both shares of one
-peer or survivor sets that contradict the ones it saw, is Refused and ends the session.
+Rejected (that message's failure only); a request that would leak by this worker's own lights is
+Refused and ends the session: both shares of one peer, survivor sets that contradict the workers
+it was told had shared, fewer than t - 1 neighbours masking with it. What it cannot see is another
+worker's view: a coordinator that tells different workers different survivor sets is an active
+adversary, outside the honest-but-curious model (Bonawitz et al.'s signed consistency check,
+not implemented, is the defence).
 """
 
 from __future__ import annotations
@@ -130,6 +134,12 @@ class WorkerSession:
                           f"with this round (threshold {r.params.threshold})")
         if set(request.sealed) != r.neighbours & shared:
             raise Refused("the routed shares do not come from exactly the neighbours that shared")
+        # Bell et al.: at least t - 1 neighbours must mask with this worker. A coordinator that listed
+        # too few (say, none) would get an input masked by the self mask alone, then its seed.
+        t = k.holder_threshold(r.params, holders=len(r.neighbours) + 1, members=len(r.keys))
+        if len(r.neighbours & shared) < t - 1:
+            raise Refused(f"only {len(r.neighbours & shared)} of this worker's neighbours are listed as having "
+                          f"shared; its input needs at least {t - 1} pairwise masks")
         for v, sealed in request.sealed.items():
             r.held[v] = k.open_pair(self._c, r.keys[v].c_public, sealed, job=self.job, round_=self.round,
                                     sender=v, recipient=r.index)

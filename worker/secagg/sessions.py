@@ -57,7 +57,7 @@ class SecAggSessions:
         try:
             reply = session.handle(request)
         except Rejected as e:
-            log.info("job %s round %d: ignored a stage %s request: %s", request.job, request.round,
+            log.warning("job %s round %d: ignored a stage %s request: %s", request.job, request.round,
                      request.stage.name, e)
             return Outcome()
         except SecAggError as e:
@@ -65,6 +65,11 @@ class SecAggSessions:
             log.warning("job %s round %d: left secure aggregation at stage %s: %s", request.job,
                         request.round, request.stage.name, e)
             return Outcome(error=f"secure aggregation, stage {request.stage.name}: {e}")
+        except Exception as e:  # noqa: BLE001 - a peer's hostile share must not end this worker
+            del self._sessions[key]
+            log.exception("job %s round %d: secure aggregation failed at stage %s", request.job, request.round,
+                          request.stage.name)
+            return Outcome(error=f"secure aggregation, stage {request.stage.name}: {type(e).__name__}: {e}")
         if session.state is State.FAILED:
             del self._sessions[key]
         return Outcome(reply=reply)

@@ -249,13 +249,14 @@ class Link:
             params = self._params[index]
             try:
                 self._connection = pika.BlockingConnection(params)
+                self._current = index
+                self._open_channel()  # inside the try: a node that connects but cannot serve is skipped too
             except (px.ProbableAuthenticationError, px.AuthenticationError, px.ProbableAccessDeniedError):
                 raise  # users and vhosts are the cluster's: another node would refuse it too
             except LOST as e:
                 self._failures.append((f"{params.host}:{params.port}", e))
+                self._discard()
                 continue
-            self._current = index
-            self._open_channel()
             return
         raise self._failures[-1][1]
 

@@ -163,6 +163,8 @@ class TrainingJob:
         outcome = self.secure.aggregate(self.broker, job=self.settings.job, round_=round_, weights=weights,
                                         trained=trained, verify_senders=self.settings.verify_senders)
         collected.failures.extend(outcome.failures)
+        left = {f.worker for f in outcome.failures}  # trained, then dropped out: failed, not replied
+        collected.replies[:] = [a for a in collected.replies if a.worker not in left]
         collected.dropped += outcome.dropped
         collected.dead_lettered += outcome.dead_lettered
         return outcome.metrics

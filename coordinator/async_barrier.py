@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
+
 from fedmq.broker.base import Delivery
 from fedmq.coordinator.async_state import Outstanding
 from fedmq.coordinator.barrier import Verdict
@@ -56,10 +58,14 @@ class AsyncBarrier:
         """Nothing to do: the driver moves the task from its table to the buffer."""
 
 
-def read_reply(delivery: Delivery, *, verify_senders: bool) -> tuple[Reply | ErrorReply | None, str]:
-    """The reply `delivery` holds, or None and why no honest worker sends it (dead-letter it)."""
+def read_reply(delivery: Delivery, *, verify_senders: bool,
+               kinds: tuple[type, ...] = (Reply, ErrorReply)) -> tuple[Any, str]:
+    """The message of one of `kinds` that `delivery` holds, or None and why no honest worker
+    sends it (dead-letter it). Default kinds: a Reply or an ErrorReply."""
     if verify_senders and delivery.user_id != delivery.source:
-        return None, f"a reply on worker {delivery.source!r}'s queue from user {delivery.user_id!r}"
+        if delivery.user_id is None:
+            return None, f"a reply on worker {delivery.source!r}'s queue without a user_id"
+        return None, f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
     try:  # checked before decoding, above: a forger's payload costs no parsing
         message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
     except DecodeError as e:
@@ -67,6 +73,6 @@ def read_reply(delivery: Delivery, *, verify_senders: bool) -> tuple[Reply | Err
     except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
         log.exception("the decoder failed on a reply from %s", delivery.source)
         return None, f"undecodable reply ({type(e).__name__}): {e}"
-    if not isinstance(message, (Reply, ErrorReply)):
+    if not isinstance(message, kinds):
         return None, f"a {type(message).__name__} on a reply queue"
     return message, ""

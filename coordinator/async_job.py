@@ -220,6 +220,7 @@ class AsyncJob:
 
     def _message(self, delivery: Delivery) -> Reply | ErrorReply | None:
         """The delivery's reply, or None after dead-lettering what no honest worker sends."""
+        message: Reply | ErrorReply | None
         message, refusal = read_reply(delivery, verify_senders=self.settings.verify_senders)
         if message is None:
             self._dead_letter(delivery, refusal)

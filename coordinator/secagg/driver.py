@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 
 from fedmq.broker.base import Broker, Delivery
+from fedmq.coordinator.async_barrier import read_reply
 from fedmq.coordinator.secagg.round import SecAggResult, SecAggRound
-from fedmq.protocol.errors import BrokerError, DecodeError, clip
-from fedmq.protocol.messages import ErrorReply, Reply, decode_message, encode_message
+from fedmq.protocol.errors import BrokerError, clip
+from fedmq.protocol.messages import ErrorReply, Reply, encode_message
 from fedmq.protocol.secagg import messages as m
 from fedmq.protocol.secagg.errors import Rejected
 from fedmq.worker.secagg.relay import STAGE_TASK_PREFIX
@@ -93,26 +94,19 @@ class StageRelay:
             log.warning("secure aggregation, stage %s: no answer from %s", stage.name, ", ".join(silent))
 
     def _handle(self, delivery: Delivery) -> None:
-        if self._verify_senders and delivery.user_id != delivery.source:
-            self._dead_letter(delivery, f"user {delivery.user_id!r} published into worker "
-                                        f"{delivery.source!r}'s reply queue")
-            return
-        try:
-            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts))
-        except DecodeError as e:
-            self._dead_letter(delivery, f"undecodable reply: {e}")
-            return
-        except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
-            log.exception("the decoder failed on a reply from %s", delivery.source)
-            self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")
+        message, refusal = read_reply(delivery, verify_senders=self._verify_senders,
+                                      kinds=(Reply, ErrorReply, *REPLIES))
+        if message is None:
+            self._dead_letter(delivery, refusal)
             return
         if isinstance(message, (Reply, ErrorReply)) and message.job == self._round.job \
                 and message.worker == delivery.source and message.round <= self._round.round:
             self._other_answer(message)
             self._broker.ack(delivery)
             return
-        if not isinstance(message, REPLIES):
-            self._dead_letter(delivery, f"a {type(message).__name__} during secure aggregation")
+        if not isinstance(message, REPLIES):  # a Reply or ErrorReply that is no answer of this round
+            self._dead_letter(delivery, f"a {type(message).__name__} for another job, worker or round during "
+                                        "secure aggregation")
             return
         try:
             self._round.receive(message, sender=delivery.source)

@@ -98,7 +98,7 @@ def fedmq_simulation(workers: int, rounds: int) -> float:
     settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower")
     hub = MemoryHub()
     measured: list[RoundMetrics] = []
-    with LocalWorkers(hub, task, names), MemoryBroker(hub) as broker:
+    with LocalWorkers(hub, task, names, dispatchers=0), MemoryBroker(hub) as broker:
         TrainingJob(broker, settings, task=task, on_round=measured.append).run()
     return statistics.median(m.wall_s for m in measured[1:])
 

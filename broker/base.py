@@ -147,8 +147,10 @@ class Broker(ABC):
         """Tasks waiting in the worker's queue; None when it does not exist or may not be read."""
 
     @abstractmethod
-    def run_beside_io(self, work: Callable[[], T]) -> T:
-        """Run long `work` (local training) while the connection stays serviced (heartbeats)."""
+    def run_beside_io(self, work: Callable[[], T], between: Callable[[], None] | None = None) -> T:
+        """Run long `work` (local training) while the connection stays serviced (heartbeats);
+        a connection that waits for the work calls `between` now and then meanwhile, on the
+        caller's thread (fedmq's own presence beats)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -62,6 +62,19 @@ class MemoryHub:
         self.dead_letters: deque[DeadLetter] = deque()
         self.dead_letter_bytes = 0
         self.presence_watchers: list[deque[bytes]] = []  # one inbox per watching connection
+        # Inline workers (worker.pool): (their connection, a step running one of their deliveries).
+        self.helpers: list[tuple[object, Callable[[], bool]]] = []
+        self._helping = threading.Lock()  # one step at a time, and never a step inside a step
+
+    def help(self, caller: object) -> bool:
+        """Run one delivery of an inline worker's (other than `caller`'s own) on this thread;
+        False when none had one, or a step is already running."""
+        if not self.helpers or not self._helping.acquire(blocking=False):
+            return False
+        try:
+            return any(step() for owner, step in list(self.helpers) if owner is not caller)
+        finally:
+            self._helping.release()
 
     def declare(self, name: str, source: str) -> None:
         with self.changed:
@@ -194,17 +207,24 @@ class MemoryBroker(Broker):
             self._hub.consumers.setdefault(name, set()).add(self._wake)
 
     def receive(self, timeout: float) -> Delivery | None:
+        """The next delivery within `timeout`. While none is ready, a hub with inline workers
+        (worker.pool) has this thread run their deliveries, one per look, in place of waiting."""
         self._check_open()
         deadline = time.monotonic() + timeout
-        with self._hub.lock:
-            while True:
+        while True:
+            with self._hub.lock:
                 taken = self._take_ready()
                 if taken is not None:
                     return taken
+            if self._hub.help(self):
+                continue
+            with self._hub.lock:
+                taken = self._take_ready()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._wake.wait(remaining)
+                if taken is not None or remaining <= 0:
+                    return taken
+                # Inline workers' tasks wake this thread too: it is the one that runs them.
+                (self._hub.changed if self._hub.helpers else self._wake).wait(remaining)
 
     def _take_ready(self) -> Delivery | None:
         names = list(self._consumed.items())
@@ -271,8 +291,8 @@ class MemoryBroker(Broker):
             queue = self._hub.queues.get(self._topology.task_queue(worker))
             return None if queue is None else len(queue.messages)
 
-    def run_beside_io(self, work: Callable[[], T]) -> T:
-        return work()  # no connection to keep alive
+    def run_beside_io(self, work: Callable[[], T], between: Callable[[], None] | None = None) -> T:
+        return work()  # no connection to keep alive, so nothing to do between
 
     def close(self) -> None:
         if self._closed:

@@ -13,7 +13,7 @@ and the unacknowledged deliveries. A refused publish costs only the publish chan
 on the next publish, and raises PublishRejected; the connection and the delivery in hand stay.
 
 pika's BlockingConnection is not thread-safe: a Link is used only from the thread that
-connected it (the I/O thread). `run_beside` runs long work on a second thread, which touches
+connected it (the I/O thread). `run_beside` runs long work on a second thread (one for the Link's life), which touches
 pika only through its one thread-safe method, `add_callback_threadsafe`.
 """
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import pika
@@ -70,6 +70,7 @@ class Link:
         self._channel: Channel = None
         self._publisher: Channel = None  # confirmed channel for publishes only (module doc)
         self._closed = False
+        self._work: ThreadPoolExecutor | None = None  # run_beside's thread, started on first use
 
     def connect(self) -> None:
         """The first connection: BrokerUnreachable, in one line, when it fails."""
@@ -131,38 +132,29 @@ class Link:
         """
         self.call(lambda _channel: self._connection.process_data_events(time_limit=seconds))
 
-    def run_beside(self, work: Callable[[], R]) -> R:
-        """Run `work` on another thread while this (the I/O) thread services the connection.
+    def run_beside(self, work: Callable[[], R], between: Callable[[], None] | None = None) -> R:
+        """Run `work` on the work thread while this (the I/O) thread services the connection,
+        calling `between` (if given) here after each slice of servicing.
 
         BlockingConnection sends no heartbeats unless its thread is inside pika. The work
         thread never touches pika except to wake this one (`add_callback_threadsafe`), which
-        makes process_data_events return at once: no polling latency when the work ends.
+        makes process_data_events return at once: no polling latency when the work ends. The
+        work thread lives as long as the Link: a host serving many short tasks would otherwise
+        pay a thread start per task.
         """
-        results: list[R] = []
-        errors: list[BaseException] = []
-        finished = threading.Event()
-
-        def run() -> None:
-            try:
-                results.append(work())
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                errors.append(e)
-            finally:
-                finished.set()
-                self._wake()
-
-        thread = threading.Thread(target=run, name="fedmq-work", daemon=True)
-        thread.start()
+        if self._work is None:
+            self._work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedmq-work")
+        done = self._work.submit(work)
+        done.add_done_callback(lambda _done: self._wake())
         try:
-            while not finished.is_set():
+            while not done.done():
                 self.serve(WORK_SLICE_S)
+                if between is not None and not done.done():
+                    between()
         except BrokerError:
-            thread.join()  # the connection is gone for good: still never orphan the work
+            wait([done])  # the connection is gone for good: still never orphan the work
             raise
-        thread.join()
-        if errors:
-            raise errors[0]
-        return results[0]
+        return done.result()
 
     def _wake(self) -> None:
         """Thread-safe: end the I/O thread's current `serve` now."""
@@ -198,6 +190,8 @@ class Link:
     def close(self) -> None:
         self._closed = True
         self._discard()
+        if self._work is not None:
+            self._work.shutdown(wait=False)
 
     def _current_channel(self) -> Channel:
         if self._channel is None or not self._channel.is_open:

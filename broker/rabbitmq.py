@@ -206,9 +206,9 @@ class RabbitBroker(Broker):
                 presence.watch()
         return presence
 
-    def run_beside_io(self, work: Callable[[], T]) -> T:
+    def run_beside_io(self, work: Callable[[], T], between: Callable[[], None] | None = None) -> T:
         self._check_open()
-        return self._link.run_beside(work)
+        return self._link.run_beside(work, between)
 
     def close(self) -> None:
         if not self._closed:

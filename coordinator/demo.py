@@ -32,7 +32,8 @@ def _in_process(settings: TrainSettings, broker_settings: BrokerSettings, on_rou
                 options: AsyncSettings | None) -> Weights:
     hub = MemoryHub(broker_settings.topology)
     task = load_task(settings.task)
-    with LocalWorkers(hub, task, settings.workers), MemoryBroker(hub) as broker:
+    # Inline workers: the run is one thread doing the federation's work step by step (worker.pool).
+    with LocalWorkers(hub, task, settings.workers, dispatchers=0), MemoryBroker(hub) as broker:
         return run_job(broker, settings, options, on_round, task)
 
 

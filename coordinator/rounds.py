@@ -31,6 +31,7 @@ OnReply = Callable[[Reply], "str | None"]
 # The same for a reply read by protocol.stream, its update still in the delivery's parts.
 OnStream = Callable[[StreamedReply], "str | None"]
 MAX_REASON = 1000  # characters: a hostile payload must not put megabytes into a header or a log
+STREAM_ABOVE = 1 << 20  # bytes: smaller replies are decoded whole (_read)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,9 @@ class ReplyCollector:
 def _read(delivery: Delivery, *, streaming: bool) -> Message | StreamedReply:
     """The delivery's message. Streamed, a reply's update stays in the parts, which stay whole
     for the dead-letter queue. Otherwise one part is decoded in place (and kept), and a chunked
-    message's parts are consumed as they are decoded, so one copy of a large update is held."""
-    if streaming:
+    message's parts are consumed as they are decoded, so one copy of a large update is held.
+    A reply of at most STREAM_ABOVE bytes is decoded whole even when streaming is asked for:
+    walking it costs three times decoding it, and its copy is small."""
+    if streaming and sum(len(part) for part in delivery.parts) > STREAM_ABOVE:
         return read_reply(delivery.parts)
     return decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)

@@ -120,7 +120,8 @@ class SharedTask:
     share_id: str
     weights: Weights
     assignments: dict[str, Assignment]
-    # Decoded messages: each worker's entry as it came off the wire, decoded only on request.
+    # Decoded messages: each worker's entry still packed as it came off the wire, unpacked only
+    # on request.
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_worker(self, worker: str) -> TrainTask | EvaluateTask | None:
@@ -172,7 +173,9 @@ def encode_message(message: Message) -> memoryview:
     if isinstance(message, SharedTask):
         return pack({"v": PROTOCOL_VERSION, "kind": "shared", "job": message.job, "round": message.round,
                      "task_id": message.share_id, "weights": tensors_to_wire(message.weights),
-                     "assignments": {worker: _assignment_to_wire(own)
+                     # Each entry packed on its own: the envelope's decode meets one bin per
+                     # worker, and a worker unpacks only its own (SharedTask.for_worker).
+                     "assignments": {worker: bytes(pack(_assignment_to_wire(own)))
                                      for worker, own in message.assignments.items()}})
     head: dict[str, Any] = {"v": PROTOCOL_VERSION, "job": message.job, "round": message.round,
                             "task_id": message.task_id}
@@ -235,9 +238,10 @@ def _assignment_to_wire(own: Assignment) -> dict[str, Any]:
     return wire
 
 
-def _assignment(raw: object, worker: str) -> Assignment:
-    if not isinstance(raw, dict):
-        raise DecodeError(f"the shared task's entry for worker {worker[:80]!r} is not a map")
+def _assignment(packed: object, worker: str) -> Assignment:
+    if not isinstance(packed, bytes):
+        raise DecodeError(f"the shared task's entry for worker {worker[:80]!r} is not a packed map")
+    raw = unpack(packed)
     fields = _Fields(raw)
     config = None if raw.get("config") is None else _config(fields.mapping("config"))
     return Assignment(task_id=fields.text("task_id"), config=config)

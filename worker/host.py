@@ -33,6 +33,39 @@ log = logging.getLogger("fedmq.worker")
 TICK_S = 0.05  # how often the dispatcher sweeps its services' upkeep (heartbeats are every 5 s)
 
 
+class Dispatcher:
+    """Hands each delivery on one connection to the service whose queue it came from."""
+
+    def __init__(self, broker: Broker, services: Sequence[WorkerService]) -> None:
+        self.broker = broker
+        self._services = list(services)
+        self._by_name = {service.worker_id: service for service in services}
+        if len(self._by_name) != len(services):
+            raise ValueError("two logical workers share a name: each needs a queue of its own")
+        self._next_tick = 0.0
+
+    def open(self) -> None:
+        """Declare and consume every service's queue."""
+        for service in self._services:
+            service.open()
+
+    def step(self, timeout: float) -> bool:
+        """Upkeep when due, then one delivery handled if one comes within `timeout`; whether one came."""
+        if time.monotonic() >= self._next_tick:
+            for service in self._services:
+                service.tick()
+            self._next_tick = time.monotonic() + TICK_S
+        delivery = self.broker.receive(timeout=timeout)
+        if delivery is None:
+            return False
+        target = self._by_name.get(delivery.source)
+        if target is None:  # only consumed queues deliver: a broker bug, not a sender's doing
+            self.broker.dead_letter(delivery, f"no logical worker {delivery.source[:100]!r} in this process")
+        else:
+            target.take(delivery)
+        return True
+
+
 def dispatch(broker: Broker, services: Sequence[WorkerService], stop: threading.Event,
              poll_s: float = 0.5) -> None:
     """Serve every service's queue over `broker` until `stop` is set; the task in hand finishes.
@@ -40,25 +73,10 @@ def dispatch(broker: Broker, services: Sequence[WorkerService], stop: threading.
     The services must all hold `broker`. A BrokerError (the connection lost for good) ends it,
     and the unacknowledged task returns to its queue.
     """
-    by_name = {service.worker_id: service for service in services}
-    if len(by_name) != len(services):
-        raise ValueError("two logical workers share a name: each needs a queue of its own")
-    for service in services:
-        service.open()
-    next_tick = 0.0
+    dispatcher = Dispatcher(broker, services)
+    dispatcher.open()
     while not stop.is_set():
-        if time.monotonic() >= next_tick:
-            for service in services:
-                service.tick()
-            next_tick = time.monotonic() + TICK_S
-        delivery = broker.receive(timeout=poll_s)
-        if delivery is None:
-            continue
-        target = by_name.get(delivery.source)
-        if target is None:  # only consumed queues deliver: a broker bug, not a sender's doing
-            broker.dead_letter(delivery, f"no logical worker {delivery.source[:100]!r} in this process")
-            continue
-        target.take(delivery)
+        dispatcher.step(poll_s)
 
 
 @dataclass(frozen=True, kw_only=True)

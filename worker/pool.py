@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -10,7 +11,7 @@ from types import TracebackType
 from fedmq.broker.base import Broker
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.protocol.errors import BrokerError
-from fedmq.worker.host import dispatch
+from fedmq.worker.host import Dispatcher, dispatch
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import ShardSpec, WorkerSettings
 from fedmq.worker.task import Partition, Task
@@ -21,20 +22,26 @@ log = logging.getLogger("fedmq.worker")
 class LocalWorkers:
     """Serve one WorkerService per name, each holding shard i/n of `task`; stop on exit.
 
-    The workers share `dispatchers` memory-broker connections (default one), each driven by one
-    thread (worker.host.dispatch): a message wakes only the thread whose connection consumes
-    its queue, and training runs one task at a time per dispatcher instead of N threads
-    contending for the GIL. More dispatchers let a worker that blocks (a test's hung `train`)
-    leave the others serving.
+    With `dispatchers` >= 1 (default one) the workers share that many memory-broker connections,
+    each driven by one thread (worker.host.dispatch): a message wakes only the thread whose
+    connection consumes its queue, and training runs one task at a time per dispatcher instead
+    of N threads contending for the GIL. More dispatchers let a worker that blocks (a test's hung
+    `train`) leave the others serving.
+
+    With `dispatchers=0` (simulation: `fedmq demo`) no thread is started: the workers run inline,
+    on the thread that waits for their messages (the coordinator's, in MemoryBroker.receive), one
+    delivery per look. A round is then the same work done one step after another, as a plain
+    training loop would, without two threads handing the GIL back and forth at every tensor op.
     """
 
     def __init__(self, hub: MemoryHub, task: Task, names: Sequence[str], *, partition: Partition = Partition.IID,
                  dispatchers: int = 1) -> None:
-        if dispatchers < 1:
-            raise ValueError(f"dispatchers must be at least 1, got {dispatchers}")
+        if dispatchers < 0:
+            raise ValueError(f"dispatchers must be 0 (inline) or more, got {dispatchers}")
+        self._hub = hub
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        groups: list[list[WorkerService]] = [[] for _ in range(min(dispatchers, max(len(names), 1)))]
+        groups: list[list[WorkerService]] = [[] for _ in range(min(max(dispatchers, 1), max(len(names), 1)))]
         self._brokers = [MemoryBroker(hub) for _ in groups]
         for index, name in enumerate(names):
             broker = self._brokers[index % len(groups)]
@@ -42,11 +49,19 @@ class LocalWorkers:
             shard = ShardSpec(index, len(names), partition)
             service = WorkerService(broker, WorkerSettings(name, task.name, shard), task=task)
             groups[index % len(groups)].append(service)
+        self._inline: list[tuple[object, Callable[[], bool]]] = []
         for broker, services in zip(self._brokers, groups, strict=True):
-            thread = threading.Thread(target=dispatch, args=(broker, services, self._stop), daemon=True)
-            self._threads.append(thread)
+            if dispatchers == 0:
+                dispatcher = Dispatcher(broker, services)
+                dispatcher.open()
+                self._inline.append((broker, functools.partial(dispatcher.step, 0.0)))
+            else:
+                thread = threading.Thread(target=dispatch, args=(broker, services, self._stop), daemon=True)
+                self._threads.append(thread)
 
     def __enter__(self) -> LocalWorkers:
+        with self._hub.lock:
+            self._hub.helpers.extend(self._inline)
         for thread in self._threads:
             thread.start()
         return self
@@ -58,6 +73,8 @@ class LocalWorkers:
     def stop(self) -> None:
         """Let each worker finish the task in hand, then close its connection."""
         self._stop.set()
+        with self._hub.lock:
+            self._hub.helpers[:] = [h for h in self._hub.helpers if h not in self._inline]
         for thread in self._threads:
             thread.join(timeout=30)
         for broker in self._brokers:

@@ -220,8 +220,9 @@ class WorkerService:
         """The reply to `task` and the seconds its local work took; TaskError if it does not fit."""
         self._load(task.weights)
         work = self._trainer(task) if isinstance(task, TrainTask) else self._evaluator()
-        # Beside the connection's I/O: heartbeats keep flowing however long training takes.
-        metrics, seconds = self._broker.run_beside_io(work)
+        # Beside the connection's I/O: heartbeats (the connection's and ours) keep flowing
+        # however long training takes.
+        metrics, seconds = self._broker.run_beside_io(work, between=self._heartbeat.tick)
         if isinstance(task, TrainTask):
             # Clipped (and noised) here, the one place an update is made, when the strategy asks (DP).
             update, metrics = privatize(self._delta(task.weights), {**metrics, "train_seconds": seconds},

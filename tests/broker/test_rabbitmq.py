@@ -238,9 +238,12 @@ def test_run_beside_io_keeps_the_connection_alive_past_two_heartbeats(
         time.sleep(4)
         return "trained"
 
-    result = alice.run_beside_io(train)
+    between: list[str] = []
+    result = alice.run_beside_io(train, between=lambda: between.append(threading.current_thread().name))
     # Then the work's result comes back and alice's connection was never lost
     assert result == "trained"
+    # And `between` ran meanwhile, on the connection's own thread
+    assert between and set(between) == {threading.current_thread().name}
     assert alice.reconnects == 0
     # And it is still usable
     coordinator = connect()
@@ -253,12 +256,17 @@ def test_run_beside_io_keeps_the_connection_alive_past_two_heartbeats(
     assert control.reconnects == 1
 
 
-def test_run_beside_io_reraises_the_work_error(connect: Connect) -> None:
+def test_run_beside_io_reraises_the_work_error_and_serves_on(connect: Connect) -> None:
+    # Given a connection whose first work fails
     def fail() -> None:
         raise ValueError("bad shard")
 
+    alice = connect()
     with pytest.raises(ValueError, match="bad shard"):
-        connect().run_beside_io(fail)
+        alice.run_beside_io(fail)
+    # When it runs more work; then that runs, on one work thread that is not the caller's
+    names = {alice.run_beside_io(lambda: threading.current_thread().name) for _ in range(3)}
+    assert len(names) == 1 and threading.current_thread().name not in names
 
 
 def test_an_unreachable_broker_is_named_in_one_line_without_the_password(

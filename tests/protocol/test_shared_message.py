@@ -41,17 +41,18 @@ def test_each_worker_gets_its_own_task_from_the_round_trip() -> None:
 def test_too_many_assignments_are_refused() -> None:
     # Given a shared task naming more workers than any may address; when decoded; then refused
     raw = {"v": PROTOCOL_VERSION, "kind": "shared", "job": "j", "round": 1, "task_id": "s", "weights": {},
-           "assignments": {f"w{i}": {} for i in range(MAX_ASSIGNMENTS + 1)}}
+           "assignments": {f"w{i}": b"\x80" for i in range(MAX_ASSIGNMENTS + 1)}}
     with pytest.raises(DecodeError):
         decode_message(msgpack.packb(raw, use_bin_type=True))
 
 
-@pytest.mark.parametrize("entry", [7, {"task_id": 5}, {"task_id": "t", "config": {"lr": "fast"}},
-                                   {"task_id": "t", "config": {"lr": 0.1, "epochs": 0, "batch_size": 1, "seed": 0}}])
+@pytest.mark.parametrize("entry", [
+    7, {"task_id": "t"}, b"\xc1", msgpack.packb({"task_id": 5}), msgpack.packb({"task_id": "t", "config": {"lr": "fast"}}),
+    msgpack.packb({"task_id": "t", "config": {"lr": 0.1, "epochs": 0, "batch_size": 1, "seed": 0}})])
 def test_a_malformed_own_entry_is_a_decode_error_for_that_worker_only(entry: object) -> None:
     # Given a shared task whose entry for "a" is malformed and for "b" is fine
     raw = {"v": PROTOCOL_VERSION, "kind": "shared", "job": "j", "round": 1, "task_id": "s", "weights": {},
-           "assignments": {"a": entry, "b": {"task_id": "tb"}}}
+           "assignments": {"a": entry, "b": msgpack.packb({"task_id": "tb"})}}
     decoded = decode_message(msgpack.packb(raw, use_bin_type=True))
     assert isinstance(decoded, SharedTask)
     # When each worker reads its part; then only "a" fails, with a DecodeError

@@ -63,8 +63,8 @@ def test_a_malformed_own_part_is_dead_lettered_and_others_parts_are_never_read()
     with serving(toy) as rig:
         # When both arrive
         config = {"lr": 0.1, "epochs": 1, "batch_size": 8, "seed": 0}
-        rig.send(wire({WORKER: {"config": config}, "other": 7}))
-        rig.send(wire({WORKER: {"task_id": "ok", "config": config}, "other": [1, 2]}))
+        rig.send(wire({WORKER: bytes(pack({"config": config})), "other": 7}))
+        rig.send(wire({WORKER: bytes(pack({"task_id": "ok", "config": config})), "other": [1, 2]}))
         reply = rig.reply()
         letter = rig.coordinator.take_dead_letter(timeout=WAIT_S)
     # Then the first is dead-lettered naming the bad field; the second runs, ignoring the garbage

@@ -23,6 +23,7 @@ import os
 import re
 import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ from fedmq.coordinator.metrics import RoundMetrics
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.protocol.messages import TrainConfig
 from fedmq.worker.pool import LocalWorkers
-from fedmq.worker.settings import apply_torch_threads
+from fedmq.worker.settings import ShardSpec, apply_torch_threads
 from fedmq.worker.task import load_task
 
 FLOWER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "flower"
@@ -90,6 +91,22 @@ def _workers(url: str, topology: Topology, names: tuple[str, ...], hosted: bool)
         delete_topology(url, topology, names)
 
 
+def training_in_turn(workers: int, rounds: int) -> float:
+    """Median seconds of the workers' local training alone, one shard after another, with no
+    framework around it: the least a single process hosting them all can take per round."""
+    apply_torch_threads(1)
+    task = load_task("digits")
+    shards = [task.load_shard(ShardSpec(i, workers)) for i in range(workers)]
+    models = [task.build_model() for _ in range(workers)]
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for model, shard in zip(models, shards, strict=True):
+            task.train(model, shard, CONFIG)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
 def fedmq_simulation(workers: int, rounds: int) -> float:
     """Median round (s, rounds 2..R) with `workers` in-process workers on the memory broker."""
     apply_torch_threads(1)
@@ -136,10 +153,14 @@ def run(url: str, grpc: tuple[int, ...] = (4, 16), sim: tuple[int, ...] = (16, 1
         rows.append(_overhead(f"N={n} RabbitMQ, {n} processes", n, ours, note))
     for n in hosted:
         load = os.getloadavg()[0]
-        ours = fedmq_rabbitmq(url, n, rounds, hosted=True)
+        ours, alone = fedmq_rabbitmq(url, n, rounds, hosted=True), training_in_turn(n, rounds)
         note = f"R={rounds}, load avg {max(load, os.getloadavg()[0]):.1f} on {os.cpu_count()} cores"
         rows += [Row(f"N={n} RabbitMQ, one host process: median round", 1000 * ours.wall_s, "ms", ">= 0", note),
-                 _overhead(f"N={n} RabbitMQ, one host process", n, ours, note)]
+                 _overhead(f"N={n} RabbitMQ, one host process", n, ours, note),
+                 Row(f"N={n} the same training alone, one shard after another", 1000 * alone, "ms", ">= 0",
+                     "the host's floor: it trains its workers in turn"),
+                 Row(f"N={n} one host process: round - training alone", 1000 * (ours.wall_s - alone), "ms",
+                     ">= 0", note)]
     for n in sim:
         load = os.getloadavg()[0]
         ours_s, theirs = fedmq_simulation(n, rounds), flower("run_sim.py", n, rounds)

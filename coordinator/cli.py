@@ -96,8 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--task", required=True, help="toy, digits, or package.module of your own")
     worker.add_argument("--shard", default="0/1", help="which part of the data this worker holds: i/n "
                         "({i}/{n} with several --id)")
-    worker.add_argument("--connections", type=int, default=1, help="with several --id: connections "
-                        "(each with one dispatcher thread) per principal; more train in parallel")
+    worker.add_argument("--connections", type=int, default=None, help="with several --id: connections "
+                        "(each with one dispatcher thread) per principal (default: one per 8 workers "
+                        "on RabbitMQ, one on memory://); more train in parallel")
     worker.add_argument("--partition", choices=list(Partition), type=Partition, default=Partition.IID)
     worker.add_argument("--device", default="cpu", help="cpu or cuda")
     worker.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: "
@@ -237,7 +238,7 @@ def _task_lr(task: str) -> float:
 
 def _worker(args: argparse.Namespace) -> int:
     each = worker_args(args)  # --id w{0..63}: many logical workers in this process
-    if len(each) > 1 or args.connections > 1:
+    if len(each) > 1 or (args.connections or 1) > 1:
         run_workers(connection_groups(each, _worker_settings, args.connections), args.threads)
         return 0
     check_worker_credentials(each[0])

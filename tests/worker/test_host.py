@@ -13,7 +13,8 @@ import pytest
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.broker.settings import BrokerSettings
 from fedmq.coordinator import processes
-from fedmq.coordinator.cli_workers import expand_ids
+from fedmq.coordinator.cli import _parser, _worker_settings
+from fedmq.coordinator.cli_workers import connection_groups, expand_ids, worker_args
 from fedmq.coordinator.job import TrainingJob
 from fedmq.coordinator.metrics import RoundMetrics
 from fedmq.coordinator.settings import TrainSettings
@@ -45,6 +46,23 @@ def test_malformed_ids_are_refused_with_what_to_write(text: str) -> None:
     # Then it is a ValueError (a usage error), not a guess
     with pytest.raises(ValueError, match="--id"):
         expand_ids(text)
+
+
+@pytest.mark.parametrize(("broker", "connections", "expected"), [
+    ("amqp://guest:guest@127.0.0.1:5672/%2F", None, [7, 7, 6]),  # one per 8 workers by default
+    ("amqp://guest:guest@127.0.0.1:5672/%2F", 2, [10, 10]),
+    ("memory://", None, [20]),  # no confirm to wait for: one dispatcher, no GIL hand-offs
+])
+def test_logical_workers_without_credentials_are_split_over_connections(
+        broker: str, connections: int | None, expected: list[int]) -> None:
+    # Given `fedmq worker --id w{0..19}` without credentials
+    argv = ["worker", "--id", "w{0..19}", "--task", "digits", "--shard", "{i}/{n}", "--broker", broker]
+    each = worker_args(_parser().parse_args(argv))
+    # When they are grouped by connection
+    groups = connection_groups(each, _worker_settings, connections)
+    # Then the groups have the expected sizes, and every worker is in exactly one
+    assert [len(group.workers) for group in groups] == expected
+    assert sorted(s.worker_id for g in groups for s in g.workers) == sorted(f"w{i}" for i in range(20))
 
 
 def test_sixteen_logical_workers_train_digits_on_the_memory_broker() -> None:

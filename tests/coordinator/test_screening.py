@@ -31,6 +31,7 @@ def _update(w: list[float], b: float = 0.0, steps: int = 5) -> dict[str, torch.T
     (_update([3.0, 4.0, 0.0]), 4.9, "norm 5 is above the bound 4.9"),
     (_update([3e30, 4e30, 0.0]), 1.0, "above the bound"),
     ({"w": torch.zeros(2), "b": torch.zeros(1), "steps": torch.tensor(1)}, None, "shape"),
+    ({**_update([0.0] * 3), "steps": torch.tensor(float("nan"))}, None, "'steps' holds NaN or Inf"),
 ])
 def test_unusable_updates_are_named(update: dict[str, torch.Tensor], bound: float | None, reason: str) -> None:
     assert reason in (update_error(W, update, bound) or "")
@@ -41,6 +42,18 @@ def test_a_finite_update_within_the_bound_passes_and_integer_buffers_do_not_coun
     update = _update([3.0, 4.0, 0.0], steps=1000)
     # Then it passes a bound of 5, the counter being no weight
     assert update_error(W, update, 5.0) is None and update_error(W, update, None) is None
+
+
+def test_float64_updates_too_large_to_square_are_finite_yet_above_any_bound() -> None:
+    # Given a float64 model and an update of finite entries whose squares overflow float64
+    weights = {"w": torch.zeros(2, dtype=torch.float64)}
+    huge = {"w": torch.tensor([1e300, -1e300], dtype=torch.float64)}
+    # Then it holds no NaN or Inf, passes without a bound, and is above any bound
+    assert update_error(weights, huge, None) is None
+    assert "above the bound" in (update_error(weights, huge, 1e308) or "")
+    # And an Inf among such entries is still named
+    assert "NaN or Inf" in (update_error(weights, {"w": torch.tensor([1e300, float("inf")],
+                                                                     dtype=torch.float64)}) or "")
 
 
 def test_a_nan_update_is_rejected_dead_lettered_and_counted_while_the_round_goes_on() -> None:

@@ -18,12 +18,14 @@ from fedmq.coordinator.job import TrainingJob
 from fedmq.coordinator.metrics import RoundMetrics
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.protocol.messages import TrainConfig
+from fedmq.worker.settings import apply_torch_threads
 
 WORKERS = 4
 ROUNDS = 30
 
 
 def run(url: str) -> list[Row]:
+    apply_torch_threads(1)  # as `fedmq train` does: idle OpenMP threads would spin on the shared cores
     topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
     names = tuple(f"w{i}" for i in range(WORKERS))
     settings = TrainSettings("digits", names, rounds=ROUNDS, config=TrainConfig(lr=0.1), job="bench-rounds")

@@ -64,6 +64,9 @@ class Rounds:
 def fedmq_rabbitmq(url: str, workers: int, rounds: int, *, hosted: bool = False) -> Rounds:
     """Rounds with `workers` `fedmq worker` processes over RabbitMQ, or with `hosted` one process
     hosting them all as logical workers (worker.host)."""
+    # One torch thread, as `fedmq train` sets: with the default two, the coordinator's evaluation
+    # left OpenMP threads spinning after each round (16 instead of 4 ms of CPU a round at N=1).
+    apply_torch_threads(1)
     topology = Topology(f"bench-{uuid.uuid4().hex[:8]}")
     names = tuple(f"w{i}" for i in range(workers))
     settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from fedmq.broker.base import Broker
 from fedmq.protocol.errors import BrokerError
+from fedmq.worker.decodes import SharedDecodes
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import WorkerSettings
 from fedmq.worker.task import Task, load_task
@@ -105,6 +106,7 @@ class WorkerHost:
         self._ready = threading.Semaphore(0)
         self._failures: list[BaseException] = []
         self._lost: list[str] = []  # groups whose connection was lost for good
+        self._decodes = SharedDecodes()  # one decode of each shared task for all the groups
 
     def start(self, stop: threading.Event, timeout_s: float = 120.0) -> None:
         """Start every group; returns once all their queues exist. Re-raises a failed start."""
@@ -148,8 +150,8 @@ class WorkerHost:
             return
         try:
             try:
-                services = [WorkerService(broker, settings, task=self._tasks[settings.task])
-                            for settings in group.workers]
+                services = [WorkerService(broker, settings, task=self._tasks[settings.task],
+                                          decodes=self._decodes) for settings in group.workers]
                 for settings in group.workers:  # now, so the coordinator's first task is routable
                     broker.declare_worker(settings.worker_id)
             except BaseException as e:  # noqa: BLE001 - handed to start()

@@ -43,6 +43,7 @@ from fedmq.protocol.messages import (
 )
 from fedmq.protocol.secagg import messages as secagg
 from fedmq.worker.clipping import privatize
+from fedmq.worker.decodes import SharedDecodes
 from fedmq.worker.dedup import AnsweredTasks
 from fedmq.worker.presence import Heartbeat
 from fedmq.worker.remote.handler import RemoteCommands
@@ -65,8 +66,10 @@ INLINE_S = 0.02
 class WorkerService:
     """Serves one worker's task queue with one task definition and one shard."""
 
-    def __init__(self, broker: Broker, settings: WorkerSettings, task: Task | None = None) -> None:
+    def __init__(self, broker: Broker, settings: WorkerSettings, task: Task | None = None, *,
+                 decodes: SharedDecodes | None = None) -> None:
         self._broker = broker
+        self._decodes = decodes  # shared with the other logical workers of a host (worker.decodes)
         self._settings = settings
         self._task = task if task is not None else load_task(settings.task)
         self._device = resolve_device(settings.device)
@@ -193,7 +196,7 @@ class WorkerService:
         # decode_message consumes a list of parts as it reads; a dead letter still needs them.
         data = delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts)
         try:
-            message = decode_message(data)
+            message = decode_message(data) if self._decodes is None else self._decodes.decode(data)
         except DecodeError as e:
             self._reject(delivery, clip(f"undecodable task: {e}"))
             return None

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -14,7 +15,6 @@ from fedmq.worker import service as service_module
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import WorkerSettings
 from fedmq.worker.task import ShardSpec, Task
-from tests.worker.test_service import _module_task
 
 T = TypeVar("T")
 WAIT_S = 10.0  # an upper bound for a message to arrive, never a timing assertion
@@ -62,6 +62,15 @@ def _train_three(task: Task) -> tuple[int, list[Reply]]:
     return broker.beside, replies
 
 
+def _task_training_for(seconds: float) -> Task:
+    """A one-weight task whose training takes `seconds` and adds 1 to every parameter."""
+    module = types.ModuleType(f"train_{seconds:g}s")
+    module.build_model = lambda: nn.Linear(2, 1)  # type: ignore[attr-defined]
+    module.load_shard = lambda spec: (torch.zeros(4, 2), torch.zeros(4, 1))  # type: ignore[attr-defined]
+    module.train = _train_taking(seconds)  # type: ignore[attr-defined]
+    return Task(module.__name__, module)
+
+
 def _train_taking(seconds: float) -> Callable[[nn.Module, object, TrainConfig], dict[str, float]]:
     def train(model: nn.Module, dataset: object, config: TrainConfig) -> dict[str, float]:
         time.sleep(seconds)
@@ -74,7 +83,7 @@ def _train_taking(seconds: float) -> Callable[[nn.Module, object, TrainConfig], 
 
 def test_after_one_short_training_the_next_run_inline() -> None:
     # Given a worker whose training returns at once
-    task = _module_task("quick", train=_train_taking(0.0))
+    task = _task_training_for(0.0)
     # When it trains three tasks
     beside, replies = _train_three(task)
     # Then only the first, whose length was unknown, went beside the connection's I/O
@@ -87,7 +96,7 @@ def test_after_one_short_training_the_next_run_inline() -> None:
 
 def test_training_longer_than_the_inline_limit_always_runs_beside_the_io() -> None:
     # Given a worker whose training takes longer than the inline limit
-    task = _module_task("slow", train=_train_taking(2 * service_module.INLINE_S))
+    task = _task_training_for(2 * service_module.INLINE_S)
     # When it trains three tasks; then each went beside the connection's I/O
     beside, replies = _train_three(task)
     assert beside == 3

@@ -11,6 +11,7 @@ from types import TracebackType
 from fedmq.broker.base import Broker
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.protocol.errors import BrokerError
+from fedmq.worker.decodes import SharedDecodes
 from fedmq.worker.host import Dispatcher, dispatch
 from fedmq.worker.service import WorkerService
 from fedmq.worker.settings import ShardSpec, WorkerSettings
@@ -43,11 +44,12 @@ class LocalWorkers:
         self._threads: list[threading.Thread] = []
         groups: list[list[WorkerService]] = [[] for _ in range(min(max(dispatchers, 1), max(len(names), 1)))]
         self._brokers = [MemoryBroker(hub) for _ in groups]
+        decodes = SharedDecodes()  # one decode of each shared task for all (worker.decodes)
         for index, name in enumerate(names):
             broker = self._brokers[index % len(groups)]
             broker.declare_worker(name)  # now, so the coordinator's first task is routable
             shard = ShardSpec(index, len(names), partition)
-            service = WorkerService(broker, WorkerSettings(name, task.name, shard), task=task)
+            service = WorkerService(broker, WorkerSettings(name, task.name, shard), task=task, decodes=decodes)
             groups[index % len(groups)].append(service)
         self._inline: list[tuple[object, Callable[[], bool]]] = []
         for broker, services in zip(self._brokers, groups, strict=True):

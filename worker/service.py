@@ -56,10 +56,10 @@ from fedmq.worker.task import Dataset, Task, as_pair, load_task
 log = logging.getLogger("fedmq.worker")
 SECAGG_REQUESTS = (secagg.AdvertiseRequest, secagg.ShareRequest, secagg.MaskedInputRequest, secagg.UnmaskRequest)
 _Work = Callable[[], tuple[dict[str, float], float]]  # local work: (metrics, seconds)
-# Local work runs inline, not beside the connection's I/O, while this worker's last took less
-# than this: the hand-off to the work thread cost more than such work (64 digits workers in one
-# process: 232 -> 150 ms a round). Even a hundredfold longer task stays far inside RabbitMQ's
-# heartbeat timeout (two intervals: 120 s by default).
+# Local work runs inline, not beside the connection's I/O, while this worker's last work of the
+# same kind (training, evaluation) took less than this: the hand-off to the work thread cost more
+# than such work (64 digits workers in one process: 232 -> 150 ms a round). Even a hundredfold
+# longer one stays far inside RabbitMQ's heartbeat timeout (two intervals: 120 s by default).
 INLINE_S = 0.02
 
 
@@ -88,7 +88,7 @@ class WorkerService:
         # Updates held for secure aggregation, and the stage requests that unmask their sum.
         self.secure = SecAggSessions(settings.worker_id)
         self._warm = False  # the first training pays one-off start-up costs: --slowdown skips it
-        self._last_work_s = float("inf")  # the last local work's seconds: unknown, so beside the I/O
+        self._last_work_s: dict[type, float] = {}  # seconds of the last work per task kind (INLINE_S)
         self._answered = AnsweredTasks()  # redelivered tasks already answered are acked, not rerun
         spec = settings.shard
         self._heartbeat = Heartbeat(broker, settings.worker_id, settings.task,
@@ -230,12 +230,13 @@ class WorkerService:
         self._load(task.weights)
         work = self._trainer(task) if isinstance(task, TrainTask) else self._evaluator()
         # Beside the connection's I/O: heartbeats (the connection's and ours) keep flowing
-        # however long training takes. Short work runs inline (INLINE_S).
-        if self._last_work_s < INLINE_S:
+        # however long training takes. Short work runs inline (INLINE_S); a kind not yet run,
+        # beside: a quick evaluation says nothing of how long the next training takes.
+        if self._last_work_s.get(type(task), INLINE_S) < INLINE_S:
             metrics, seconds = work()
         else:
             metrics, seconds = self._broker.run_beside_io(work, between=self._heartbeat.tick)
-        self._last_work_s = seconds
+        self._last_work_s[type(task)] = seconds
         if isinstance(task, TrainTask):
             # Clipped (and noised) here, the one place an update is made, when the strategy asks (DP).
             update, metrics = privatize(self._delta(task.weights), {**metrics, "train_seconds": seconds},

@@ -113,8 +113,9 @@ def _assemble(pieces: list[bytes], size: int) -> torch.Tensor:
     offset = 0
     while pieces:
         piece = pieces.pop(0)  # let each piece go once copied
-        out[offset:offset + len(piece)] = _view(piece, torch.uint8)
-        offset += len(piece)
+        if piece:  # an empty bin adds nothing, and torch refuses a view of no bytes
+            out[offset:offset + len(piece)] = _view(piece, torch.uint8)
+            offset += len(piece)
     return out
 
 

@@ -36,6 +36,14 @@ def test_parts_decode_like_the_whole() -> None:
     assert parts == []
 
 
+def test_empty_pieces_among_a_tensors_pieces_add_nothing() -> None:
+    # Given a tensor sent as pieces, some of them empty bins (legal msgpack, as a live fuzz sent)
+    wire = {"dtype": "float32", "shape": [2], "data": [b"", bytes(torch.tensor([1.5]).numpy().data), b"",
+                                                         bytes(torch.tensor([-2.0]).numpy().data), b""]}
+    # When it is decoded; then it is the tensor of the bytes there are
+    assert torch.equal(tensor_from_wire(unpack(pack({"t": wire}))["t"]), torch.tensor([1.5, -2.0]))
+
+
 def test_an_unsupported_dtype_cannot_be_encoded() -> None:
     with pytest.raises(ValueError, match="complex64"):
         tensor_to_wire(torch.zeros(2, dtype=torch.complex64))

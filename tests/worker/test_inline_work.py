@@ -1,8 +1,6 @@
 """Short local work runs inline; long or not yet measured work runs beside the connection's I/O."""
 
-import threading
 import time
-import types
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -10,14 +8,12 @@ import torch
 from torch import nn
 
 from fedmq.broker.memory import MemoryBroker, MemoryHub
-from fedmq.protocol.messages import EvaluateTask, Reply, TrainConfig, TrainTask, decode_message, encode_message
+from fedmq.protocol.messages import EvaluateTask, Reply, TrainConfig, TrainTask
 from fedmq.worker import service as service_module
-from fedmq.worker.service import WorkerService
-from fedmq.worker.settings import WorkerSettings
-from fedmq.worker.task import ShardSpec, Task
+from fedmq.worker.task import Task
+from tests.worker.test_service import JOB, global_weights, module_task, serving
 
 T = TypeVar("T")
-WAIT_S = 10.0  # an upper bound for a message to arrive, never a timing assertion
 
 
 class BesideCounting(MemoryBroker):
@@ -35,44 +31,24 @@ class BesideCounting(MemoryBroker):
 def _serve(task: Task, kinds: str) -> tuple[int, list[Reply]]:
     """Tasks through a worker serving `task`, one per letter of `kinds` (t: train, e: evaluate):
     (how many ran beside the I/O, the replies)."""
-    hub = MemoryHub()
-    coordinator = MemoryBroker(hub)
-    coordinator.declare_worker("w0")
-    coordinator.declare_job("job", ["w0"])
-    coordinator.consume_replies("job", ["w0"])
-    broker = BesideCounting(hub)
-    worker = WorkerService(broker, WorkerSettings("w0", task.name, ShardSpec(0, 1), poll_s=0.05), task=task)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-    thread.start()
-    weights = {k: v.clone() for k, v in task.build_model().state_dict().items()}
     replies = []
-    try:
+    with serving(task, worker_broker_type=BesideCounting) as rig:
+        weights = global_weights(task)
         for i, kind in enumerate(kinds):
-            message = (TrainTask(job="job", round=i + 1, task_id=f"t{i}", weights=weights, config=TrainConfig())
-                       if kind == "t" else EvaluateTask(job="job", round=i + 1, task_id=f"t{i}", weights=weights))
-            coordinator.publish_task("w0", encode_message(message))
-            delivery = coordinator.receive(timeout=WAIT_S)
-            assert delivery is not None, "no reply arrived"
-            coordinator.ack(delivery)
-            reply = decode_message(delivery.body())
+            rig.send(TrainTask(job=JOB, round=i + 1, task_id=f"t{i}", weights=weights, config=TrainConfig())
+                     if kind == "t" else EvaluateTask(job=JOB, round=i + 1, task_id=f"t{i}", weights=weights))
+            reply = rig.reply()
             assert isinstance(reply, Reply)
             replies.append(reply)
-    finally:
-        stop.set()
-        thread.join(WAIT_S)
-    return broker.beside, replies
+        assert isinstance(rig.worker_broker, BesideCounting)
+        return rig.worker_broker.beside, replies
 
 
 def _task_training_for(seconds: float) -> Task:
     """A one-weight task whose training takes `seconds` and adds 1 to every parameter, and whose
     evaluation returns at once."""
-    module = types.ModuleType(f"train_{seconds:g}s")
-    module.build_model = lambda: nn.Linear(2, 1)  # type: ignore[attr-defined]
-    module.load_shard = lambda spec: (torch.zeros(4, 2), torch.zeros(4, 1))  # type: ignore[attr-defined]
-    module.train = _train_taking(seconds)  # type: ignore[attr-defined]
-    module.evaluate = lambda model, dataset: {"eval_loss": 0.5}  # type: ignore[attr-defined]
-    return Task(module.__name__, module)
+    return module_task(f"train_{seconds:g}s", train=_train_taking(seconds),
+                       evaluate=lambda model, dataset: {"eval_loss": 0.5})
 
 
 def _train_taking(seconds: float) -> Callable[[nn.Module, object, TrainConfig], dict[str, float]]:

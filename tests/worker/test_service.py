@@ -4,7 +4,7 @@ worker serving in a thread, and reads its replies and dead letters."""
 import logging
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -61,14 +61,15 @@ class Rig:
 
 
 @contextmanager
-def serving(task: Task, shard: ShardSpec = WHOLE) -> Iterator[Rig]:
+def serving(task: Task, shard: ShardSpec = WHOLE,
+            worker_broker_type: Callable[[MemoryHub], MemoryBroker] = MemoryBroker) -> Iterator[Rig]:
     """A worker serving `task` in a thread, and a coordinator connection with the job declared."""
     hub = MemoryHub()
     coordinator = MemoryBroker(hub)
     coordinator.declare_worker(WORKER)  # so tasks are routable before the thread starts
     coordinator.declare_job(JOB, [WORKER])
     coordinator.consume_replies(JOB, [WORKER])
-    worker_broker = MemoryBroker(hub)
+    worker_broker = worker_broker_type(hub)
     service = WorkerService(worker_broker, WorkerSettings(WORKER, task.name, shard, poll_s=0.05), task=task)
     stop = threading.Event()
     thread = threading.Thread(target=service.serve, args=(stop,), daemon=True)
@@ -173,7 +174,7 @@ def test_weights_that_do_not_fit_are_dead_lettered_and_reported(change: object, 
     assert letter is not None and named in letter.reason
 
 
-def _module_task(name: str, **functions: object) -> Task:
+def module_task(name: str, **functions: object) -> Task:
     module = types.ModuleType(name)
     module.build_model = lambda: nn.Linear(2, 1)  # type: ignore[attr-defined]
     module.load_shard = lambda spec: (torch.zeros(4, 2), torch.zeros(4, 1))  # type: ignore[attr-defined]
@@ -189,7 +190,7 @@ def test_a_failing_user_train_is_reported_and_serving_goes_on() -> None:
             raise RuntimeError("boom in user code")
         return {"train_loss": 0.5}
 
-    task = _module_task("flaky", train=train)
+    task = module_task("flaky", train=train)
     with serving(task) as rig:
         # When a task with seed 13 arrives, then one with seed 0
         rig.send(TrainTask(job=JOB, round=1, task_id="fails", weights=global_weights(task), config=TrainConfig(seed=13)))
@@ -225,7 +226,7 @@ def test_stop_finishes_the_task_in_hand_and_leaves_the_next_queued() -> None:
         release.wait(WAIT_S)
         return {"train_loss": 1.0}
 
-    task = _module_task("blocking", train=train)
+    task = module_task("blocking", train=train)
     with serving(task) as rig:
         second = encode_message(TrainTask(job=JOB, round=1, task_id="second", weights=global_weights(task)))
         rig.send(TrainTask(job=JOB, round=1, task_id="first", weights=global_weights(task)))

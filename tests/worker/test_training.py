@@ -47,6 +47,53 @@ def test_same_seed_and_weights_give_the_same_result() -> None:
     assert not torch.equal(model.state_dict()["0.weight"], other.state_dict()["0.weight"])
 
 
+def _reference_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                      mu: float = 0.0) -> float:
+    """The loop as torch's documentation writes it: torch.optim.SGD, zero_grad, backward, step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    start = [p.detach().clone() for p in model.parameters()]
+    shuffle = torch.Generator().manual_seed(config.seed)
+    total = torch.zeros((), dtype=torch.float64)
+    for _ in range(config.epochs):
+        total.zero_()
+        order = torch.randperm(x.shape[0], generator=shuffle)
+        for first in range(0, x.shape[0], config.batch_size):
+            rows = order[first:first + config.batch_size]
+            loss = F.cross_entropy(model(x[rows]), y[rows])
+            optimizer.zero_grad()
+            proximal = sum(((p - s) ** 2).sum() for p, s in zip(model.parameters(), start, strict=True))
+            (loss + mu / 2 * proximal if mu else loss).backward()
+            optimizer.step()
+            total += loss.detach().to(torch.float64) * rows.numel()
+    return total.item() / x.shape[0]
+
+
+class _WithUnused(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.unused = net, nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5])
+def test_training_is_bit_for_bit_torch_optim_sgd(mu: float) -> None:
+    # Given a digits MLP with one parameter the loss never reaches, and a twin of it
+    net, x, y = _digits_shard()
+    model = _WithUnused(net)
+    twin = copy.deepcopy(model)
+    unused_before = model.unused.weight.detach().clone()
+    config = TrainConfig(lr=0.1, epochs=2, batch_size=32, seed=3, options={training.PROXIMAL_MU: mu})
+    # When fedmq's default train runs on one and torch.optim.SGD's documented loop on the other
+    metrics = training.train(model, (x, y), config)
+    reference_loss = _reference_epochs(twin, x, y, config, mu)
+    # Then the weights and the reported loss are the same to the last bit, and the unused layer stayed put
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True))
+    assert metrics["train_loss"] == reference_loss
+    assert torch.equal(model.unused.weight, unused_before)
+
+
 def test_train_loss_is_the_batch_size_weighted_mean() -> None:
     # Given 479 rows in batches of 50 (the last one of 29) and a learning rate of zero
     model, x, y = _digits_shard()

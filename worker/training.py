@@ -91,7 +91,7 @@ class _Sgd:
     """
 
     def __init__(self, model: nn.Module, lr: float) -> None:
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
         self._lr = lr
 
     def zero_grad(self) -> None:
@@ -101,7 +101,8 @@ class _Sgd:
     @torch.no_grad()
     def __call__(self) -> None:
         stepped = [p for p in self._params if p.grad is not None]  # unused parameters stay put
-        torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-self._lr)  # type: ignore[misc]
+        grads = [p.grad for p in stepped if p.grad is not None]
+        torch._foreach_add_(stepped, grads, alpha=-self._lr)
 
 
 def _proximal(model: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:

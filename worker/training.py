@@ -87,7 +87,8 @@ class _Sgd:
     torch.optim wraps every step and zero_grad in a profiler range and a dynamo guard, which
     for small models cost more than the update itself (a third of a digits worker's training).
     The update is the one torch.optim.SGD makes: _foreach_add_ is its path on CUDA, and on the
-    CPU it falls back to the per-tensor add_ that torch.optim.SGD calls there.
+    CPU it falls back to the per-tensor add_ that torch.optim.SGD calls there (as it does for
+    sparse gradients, which foreach kernels refuse).
     """
 
     def __init__(self, model: nn.Module, lr: float) -> None:
@@ -102,7 +103,11 @@ class _Sgd:
     def __call__(self) -> None:
         stepped = [p for p in self._params if p.grad is not None]  # unused parameters stay put
         grads = [p.grad for p in stepped if p.grad is not None]
-        torch._foreach_add_(stepped, grads, alpha=-self._lr)
+        if any(g.is_sparse for g in grads):  # foreach kernels take no sparse tensors; neither does SGD
+            for p, g in zip(stepped, grads, strict=True):
+                p.add_(g, alpha=-self._lr)
+        else:
+            torch._foreach_add_(stepped, grads, alpha=-self._lr)
 
 
 def _proximal(model: nn.Module, mu: float) -> Callable[[], torch.Tensor] | None:

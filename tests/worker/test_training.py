@@ -94,6 +94,21 @@ def test_training_is_bit_for_bit_torch_optim_sgd(mu: float) -> None:
     assert torch.equal(model.unused.weight, unused_before)
 
 
+def test_sparse_gradients_step_as_torch_optim_sgd_steps_them() -> None:
+    # Given a bag-of-embeddings classifier whose embedding has sparse gradients, and a twin
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 4, sparse=True), nn.Flatten(), nn.Linear(12, 3))
+    twin, start = copy.deepcopy(model), model[0].weight.detach().clone()
+    x, y = torch.randint(0, 20, (40, 3)), torch.randint(0, 3, (40,))
+    config = TrainConfig(lr=0.2, epochs=1, batch_size=8, seed=1)
+    # When fedmq's default train runs on one and torch.optim.SGD's loop on the other
+    training.train(model, (x, y), config)
+    _reference_epochs(twin, x, y, config)
+    # Then both moved, to the same bits
+    assert not torch.equal(model[0].weight, start)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True))
+
+
 def test_train_loss_is_the_batch_size_weighted_mean() -> None:
     # Given 479 rows in batches of 50 (the last one of 29) and a learning rate of zero
     model, x, y = _digits_shard()

@@ -224,6 +224,31 @@ def test_an_unacknowledged_delivery_returns_to_the_queue_after_close(connect: Co
     assert again.redelivered
 
 
+def test_an_ack_followed_by_nothing_but_close_still_settles_the_delivery(connect: Connect) -> None:
+    # Given a worker that received a task and acked it (the ack waits for the connection's next I/O)
+    alice = worker(connect)
+    connect().publish_task("alice", b"task")
+    alice.ack(received(alice))
+    # When it closes without any other I/O, and a new worker consumes the queue
+    alice.close()
+    # Then the close carried the ack out first: nothing comes back
+    assert worker(connect).receive(timeout=0.5) is None
+
+
+def test_an_ack_then_a_receive_lets_the_next_task_through(connect: Connect) -> None:
+    # Given a worker (prefetch 1) holding its first of two tasks
+    alice = worker(connect)
+    coordinator = connect()
+    coordinator.publish_task("alice", b"first")
+    coordinator.publish_task("alice", b"second")
+    first = received(alice)
+    # When it acks the first and waits for more
+    alice.ack(first)
+    # Then the second arrives (the broker saw the ack), and the first never returns
+    assert received(alice).body() == b"second"
+    assert alice.receive(timeout=0.3) is None
+
+
 def test_run_beside_io_keeps_the_connection_alive_past_two_heartbeats(
     connect: Connect, rabbit_settings: BrokerSettings
 ) -> None:

@@ -48,7 +48,8 @@ def train(model: nn.Module, dataset: object, config: TrainConfig,
     if not sizes:
         raise ValueError("cannot train on an empty dataset")
     total = 0.0
-    for value, size in zip(torch.stack(losses).to(torch.float64).tolist(), sizes, strict=True):
+    values = torch.stack(losses).reshape(len(losses)).to(torch.float64).tolist()  # one-element losses of any shape
+    for value, size in zip(values, sizes, strict=True):
         total += value * size  # in batch order, in float64, as a running sum on the device would
     return {"train_loss": total / sum(sizes)}
 

@@ -157,6 +157,21 @@ def test_evaluate_counts_argmax_hits_for_class_indices() -> None:
     assert metrics["eval_loss"] == pytest.approx(F.cross_entropy(scores, targets).item(), rel=1e-6)
 
 
+def test_a_loss_of_one_element_in_any_shape_is_reported_as_a_number() -> None:
+    # Given a task whose loss comes back shaped (1, 1), which backward accepts
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 2), torch.randn(10, 1)
+
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(prediction, target).reshape(1, 1)
+
+    # When it trains at lr 0 (the model stays put)
+    model = nn.Linear(2, 1)
+    metrics = training.train(model, (x, y), TrainConfig(lr=0.0, batch_size=10), loss)
+    # Then the reported loss is that one number
+    assert metrics["train_loss"] == pytest.approx(F.mse_loss(model(x), y).item(), rel=1e-6)
+
+
 def test_empty_data_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         training.train(nn.Linear(2, 1), (torch.empty(0, 2), torch.empty(0, 1)), TrainConfig())

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from benchmarks.table import Row, table
 
-NAMES = ["codec", "transport", "rounds", "memory", "remote_ops", "robust", "async", "egress", "profile_round", "broker_floor", "vs_flower",
+NAMES = ["codec", "transport", "rounds", "memory", "remote_ops", "robust", "async", "egress", "profile_round", "broker_floor", "vs_flower", "cpu_floor",
          "dp", "secagg"]  # robust: ~30 min, async: ~1 h; dp trains 12 runs
 
 

@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +61,10 @@ class Rounds:
     overhead_s: float
 
 
-def fedmq_rabbitmq(url: str, workers: int, rounds: int, *, hosted: bool = False) -> Rounds:
+def fedmq_rabbitmq(url: str, workers: int, rounds: int, *, hosted: bool = False,
+                   on_round: Callable[[RoundMetrics], None] | None = None) -> Rounds:
     """Rounds with `workers` `fedmq worker` processes over RabbitMQ, or with `hosted` one process
-    hosting them all as logical workers (worker.host)."""
+    hosting them all as logical workers (worker.host); `on_round` sees each round's metrics."""
     # One torch thread, as `fedmq train` sets: with the default two, the coordinator's evaluation
     # left OpenMP threads spinning after each round (16 instead of 4 ms of CPU a round at N=1).
     apply_torch_threads(1)
@@ -72,8 +73,14 @@ def fedmq_rabbitmq(url: str, workers: int, rounds: int, *, hosted: bool = False)
     settings = TrainSettings("digits", names, rounds=rounds, config=CONFIG, job="bench-vs-flower",
                              wait_for_workers_s=300)
     measured: list[RoundMetrics] = []
+
+    def record(metrics: RoundMetrics) -> None:
+        measured.append(metrics)
+        if on_round is not None:
+            on_round(metrics)
+
     with _workers(url, topology, names, hosted), RabbitBroker(BrokerSettings(url, topology)) as broker:
-        TrainingJob(broker, settings, on_round=measured.append).run()
+        TrainingJob(broker, settings, on_round=record).run()
         broker.delete_job(settings.job, names)
     return Rounds(wall_s=statistics.median(m.wall_s for m in measured[1:]),
                   overhead_s=statistics.median(m.wall_s - m.worker_train_s for m in measured[1:]))

@@ -104,6 +104,8 @@ class _Sgd:
     def __call__(self) -> None:
         stepped = [p for p in self._params if p.grad is not None]  # unused parameters stay put
         grads = [p.grad for p in stepped if p.grad is not None]
+        if not grads:  # nothing to step (foreach kernels refuse empty lists; SGD steps nothing)
+            return
         if any(g.is_sparse for g in grads):  # foreach kernels take no sparse tensors; neither does SGD
             for p, g in zip(stepped, grads, strict=True):
                 p.add_(g, alpha=-self._lr)

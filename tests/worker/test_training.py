@@ -109,6 +109,24 @@ def test_sparse_gradients_step_as_torch_optim_sgd_steps_them() -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True))
 
 
+def test_a_batch_that_gives_no_parameter_a_gradient_steps_nothing() -> None:
+    # Given a frozen model, and a loss with a term from a tensor outside it that does want gradients
+    model = nn.Linear(2, 1)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    before = copy.deepcopy(model.state_dict())
+    outside = torch.ones(1, requires_grad=True)
+
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((prediction - target) ** 2).sum() + outside.sum()
+
+    # When it trains
+    metrics = training.train(model, (torch.randn(4, 2), torch.randn(4, 1)), TrainConfig(lr=0.1, batch_size=2), loss)
+    # Then it reports a loss and the model has not moved, as torch.optim.SGD would leave it
+    assert metrics["train_loss"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.values(), strict=True))
+
+
 def test_train_loss_is_the_batch_size_weighted_mean() -> None:
     # Given 479 rows in batches of 50 (the last one of 29) and a learning rate of zero
     model, x, y = _digits_shard()

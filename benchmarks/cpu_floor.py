@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.table import Row, table
-from benchmarks.vs_flower import fedmq_rabbitmq, training_in_turn
+from benchmarks.vs_flower import fedmq_rabbitmq, training_in_turn, worker_counts
 from fedmq.coordinator.metrics import RoundMetrics
 
 ROUNDS = 200
@@ -56,6 +56,8 @@ def _floor(url: str, workers: int, rounds: int, one_host: bool) -> list[Row]:
 
     ran = fedmq_rabbitmq(url, workers, rounds, hosted=one_host, on_round=on_round)
     alone = training_in_turn(workers, 20)
+    if len(marks) != 2:
+        raise RuntimeError(f"the job ended before round {rounds}: see its log; CPU was not measured")
     first, last = marks
     per_round = 1000 / (rounds - SKIP)  # ms of each figure per round
     rabbitmq, coordinator, workers_ms = ((getattr(last, side) - getattr(first, side)) * per_round
@@ -115,10 +117,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds <= SKIP:
         parser.error(f"--rounds must be above {SKIP} (the start-up rounds left out)")
-    counts = [tuple(int(n) for n in text.split(",") if n) for text in (args.processes, args.hosted)]
     from rich.console import Console
 
-    Console().print(table(run(args.broker, counts[0], counts[1], args.rounds)))
+    Console().print(table(run(args.broker, worker_counts(args.processes), worker_counts(args.hosted), args.rounds)))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,11 @@ def _overhead(what: str, n: int, rounds: Rounds, note: str) -> Row:
                f"<= {target:g}" if target is not None else ">= 0", note)
 
 
+def worker_counts(text: str) -> tuple[int, ...]:
+    """A command line's comma-separated worker counts ('' for none)."""
+    return tuple(int(n) for n in text.split(",") if n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vs_flower")
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -199,7 +204,7 @@ def main() -> None:
     parser.add_argument("--sim", default="16,100", help="worker counts against the simulation ('' for none)")
     parser.add_argument("--hosted", default="64", help="worker counts hosted by one process ('' for none)")
     args = parser.parse_args()
-    counts = [tuple(int(n) for n in text.split(",") if n) for text in (args.grpc, args.sim, args.hosted)]
+    counts = [worker_counts(text) for text in (args.grpc, args.sim, args.hosted)]
     from rich.console import Console
 
     Console().print(table(run(args.broker, counts[0], counts[1], args.rounds, counts[2])))

@@ -17,9 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from fedmq.protocol.errors import BrokerError
+from fedmq.protocol.stored import Part, in_memory
 
 T = TypeVar("T")
 Body = bytes | memoryview
@@ -29,7 +30,9 @@ Body = bytes | memoryview
 class Delivery:
     """One message taken from a queue and not yet acknowledged."""
 
-    parts: list[bytes]  # the payload in order; several when it crossed the broker in chunks
+    # The payload in order; several when it crossed the broker in chunks, on disk when they were
+    # spilled (protocol.stored): read them with `payload`, or by range where they lie.
+    parts: list[Part]
     source: str  # the worker whose task queue or reply queue it came from
     tag: object  # the transport's handle for ack / dead_letter
     redelivered: bool = False
@@ -44,8 +47,16 @@ class Delivery:
     def size(self) -> int:
         return sum(len(part) for part in self.parts)
 
+    def payload(self) -> bytes | list[bytes]:
+        """The payload in memory, as the decoders take it: its one part, or its parts in order
+        (this delivery's own list unless some were on disk: decode_message empties it as it reads)."""
+        in_place = all(isinstance(part, bytes) for part in self.parts)
+        parts = cast(list[bytes], self.parts) if in_place else in_memory(self.parts)
+        return parts[0] if len(parts) == 1 else parts
+
     def body(self) -> bytes:
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        payload = self.payload()
+        return b"".join(payload) if isinstance(payload, list) else payload
 
 
 @dataclass(frozen=True)

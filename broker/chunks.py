@@ -8,11 +8,12 @@ index, crc32). A payload that fits travels as one plain message with no chunk he
 The Reassembler is fed every piece taken from a queue, in whatever order and interleaving
 the queue yields them (two publishers may feed one queue). It verifies each piece and
 reports, per message, either the assembled parts or why it dropped them, so one corrupt
-message never costs another. This module is pure: no pika, no clock it does not inject.
+message never costs another. This module is pure: no pika, no clock it does not inject, and
+no files unless given a spill directory (broker.spill: chunks then wait on disk, not in memory).
 
 Memory is budgeted per origin (queue) and counted in bytes actually received, never in the
 size an announcement claims: an announcement costs nothing, so a sender announcing 4 GiB
-cannot crowd out other origins' messages. When the caller names the sender it expects on an
+cannot crowd out other origins' messages (the same budget bounds a spill file). When the caller names the sender it expects on an
 origin (the worker whose reply queue it is), an announcement from anyone else is dropped at
 once, and a piece from another sender never joins a message.
 """
@@ -24,9 +25,12 @@ import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TypeVar
 
+from fedmq.broker.spill import SpillFile
 from fedmq.protocol.errors import ChunkError
+from fedmq.protocol.stored import Part
 
 MESSAGE_ID = "x-fedmq-id"
 CHUNK_COUNT = "x-fedmq-chunks"
@@ -79,7 +83,7 @@ class Assembled(Generic[TagT]):
 
     origin: str
     message_id: str
-    parts: list[bytes]  # chunk bodies in index order
+    parts: list[Part]  # chunk bodies in index order (on disk with a spill directory: broker.spill)
     tags: list[TagT]  # every piece's tag, announcement first: all must be acknowledged
     headers: Headers  # the announcement's headers
 
@@ -103,7 +107,8 @@ class _Pending(Generic[TagT]):
     last_seen: float
     tags: list[TagT]
     sender: str | None
-    chunks: dict[int, bytes] = field(default_factory=dict)
+    spill: SpillFile | None = None  # where the chunks go, with a spill directory
+    chunks: dict[int, Part] = field(default_factory=dict)
     received: int = 0
 
 
@@ -118,8 +123,10 @@ class Reassembler(Generic[TagT]):
         timeout_s: float,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        spill_dir: Path | None = None,
     ) -> None:
         self._timeout_s = timeout_s
+        self._spill_dir = spill_dir  # None: chunks are held in memory
         self._max_pending_bytes = max_pending_bytes
         self._clock = clock
         self._pending: dict[tuple[str, str], _Pending[TagT]] = {}
@@ -215,7 +222,8 @@ class Reassembler(Generic[TagT]):
                 f"one origin may hold in partial messages"
             )
         # Nothing is reserved: bytes count as they arrive (_add_chunk).
-        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag], sender)
+        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag], sender,
+                                      self._spill_file(name))
 
     def _add_chunk(
         self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
@@ -232,7 +240,7 @@ class Reassembler(Generic[TagT]):
                 f"{name}: {key[0]} would hold more than {self._max_pending_bytes} bytes of "
                 f"partial messages in memory ({held} held)"
             )
-        pending.chunks[index] = body
+        pending.chunks[index] = body if pending.spill is None else self._spilled(name, pending.spill, body)
         pending.received += len(body)
         pending.tags.append(tag)
         pending.last_seen = self._clock()
@@ -241,6 +249,21 @@ class Reassembler(Generic[TagT]):
         del self._pending[key]
         parts = [pending.chunks[i] for i in range(pending.count)]
         return Assembled(key[0], key[1], parts, pending.tags, pending.headers)
+
+    def _spill_file(self, name: str) -> SpillFile | None:
+        if self._spill_dir is None:
+            return None
+        try:
+            return SpillFile(self._spill_dir)
+        except OSError as e:
+            raise ChunkError(f"{name}: cannot open a spill file in {self._spill_dir}: {e}") from e
+
+    def _spilled(self, name: str, spill: SpillFile, body: bytes) -> Part:
+        try:
+            return spill.append(body)
+        except OSError as e:  # the message fails, not the process: e.g. a full disk
+            raise ChunkError(f"{name}: cannot spill a chunk to {self._spill_dir} ({e}); free "
+                             "space there, or run without --spill-dir") from e
 
     def _drop(
         self,

@@ -51,7 +51,7 @@ class RabbitBroker(Broker):
         self._inbox: deque[Raw] = deque()  # filled by pika callbacks, drained by _settle
         self._ready: deque[Delivery] = deque()
         self._dead: deque[Delivery] = deque()
-        self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s)
+        self._reassembler = chunks.Reassembler[Piece](settings.chunk_timeout_s, spill_dir=settings.spill_dir)
         # x-delivery-count is the broker's only on quorum queues; elsewhere a publisher sets it.
         self._redeliveries = Redeliveries(trust_count=settings.topology.queue_type is QueueType.QUORUM)
         self._reply_queues: set[str] = set()  # consumed reply queues: their senders are known

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fedmq.broker.base import Broker
 from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.spill import check_spill_dir
 from fedmq.broker.topology import Topology
 
 MEMORY_URL = "memory://"
@@ -38,6 +39,9 @@ class BrokerSettings:
     # A worker's: the users who may send it tasks (None: anyone). A chunked task announced by
     # anyone else is dropped at its first piece (the worker checks whole messages itself).
     task_senders: frozenset[str] | None = None
+    # Chunked messages wait for their last chunk in unlinked files here, not in memory
+    # (broker.spill; RabbitMQ only: the memory broker never chunks).
+    spill_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -46,6 +50,8 @@ class BrokerSettings:
             raise ValueError("reply queue bounds must be positive")
         if self.max_deliveries < 1:
             raise ValueError(f"max_deliveries must be at least 1, got {self.max_deliveries}")
+        if self.spill_dir is not None:
+            check_spill_dir(self.spill_dir)
 
     @property
     def uses_tls_files(self) -> bool:

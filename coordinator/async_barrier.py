@@ -67,7 +67,7 @@ def read_reply(delivery: Delivery, *, verify_senders: bool,
             return None, f"a reply on worker {delivery.source!r}'s queue without a user_id"
         return None, f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
     try:  # checked before decoding, above: a forger's payload costs no parsing
-        message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+        message = decode_message(delivery.payload())
     except DecodeError as e:
         return None, f"undecodable reply: {e}"
     except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes

@@ -64,7 +64,8 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
                           verify_senders=bool(getattr(args, "verify_senders", False))
                           or (credentials is not None and credentials.role == COORDINATOR),
                           task_senders=task_senders(args) if hasattr(args, "task_senders") else None,
-                          tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          spill_dir=getattr(args, "spill_dir", None))
 
 
 def credentials_of(args: argparse.Namespace, role: str | None = None) -> Credentials | None:

@@ -174,7 +174,7 @@ class Federation:
             return
         # A single part is decoded in place and kept for the dead letter (a list of parts is consumed).
         try:
-            message = decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+            message = decode_message(delivery.payload())
         except DecodeError as e:
             log.warning("dead-lettering an undecodable answer from %s: %s", delivery.source, e)
             self._broker.dead_letter(delivery, f"undecodable answer: {e}")

@@ -161,4 +161,4 @@ def _read(delivery: Delivery, *, streaming: bool) -> Message | StreamedReply:
     walking it costs three times decoding it, and its copy is small."""
     if streaming and sum(len(part) for part in delivery.parts) > STREAM_ABOVE:
         return read_reply(delivery.parts)
-    return decode_message(delivery.parts[0] if len(delivery.parts) == 1 else delivery.parts)
+    return decode_message(delivery.payload())

@@ -5,6 +5,8 @@ rules, the same budget), but records where each update tensor's bytes lie instea
 them out. A coordinator then screens the update in one pass over its pieces and folds it into
 its running sum in a second, so a reply costs the memory of its parts and nothing more, and the
 parts stay whole for a dead letter. Pieces are read-only views of the parts: never write to them.
+Parts a broker kept on disk (protocol.stored) are read back one piece at a time: a reply then
+costs one piece of memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from fedmq.protocol.codec import pack, tensor_layout
 from fedmq.protocol.errors import DecodeError, UnsupportedVersion
 from fedmq.protocol.messages import PROTOCOL_VERSION, Message, Reply, Weights, decode_message
+from fedmq.protocol.stored import Part, StoredPart, in_memory
 from fedmq.protocol.walk import Cursor, Run, Walker
 
 PIECE_ELEMENTS = 1 << 18  # the most elements one piece holds: bounds the temporaries of its users
@@ -35,7 +38,7 @@ class TensorPlace:
 class StreamedUpdate:
     """An update whose tensors are still the bytes of the delivered parts."""
 
-    def __init__(self, views: list[memoryview], places: dict[str, TensorPlace]) -> None:
+    def __init__(self, views: list[memoryview | StoredPart], places: dict[str, TensorPlace]) -> None:
         self._views = views
         self.places = places
 
@@ -93,7 +96,7 @@ class StreamedReply:
         return Reply(job=self.job, round=self.round, task_id=self.task_id, worker=self.worker, update={}, num_examples=self.num_examples, metrics=self.metrics)
 
 
-def read_reply(parts: Sequence[bytes]) -> Message | StreamedReply:
+def read_reply(parts: Sequence[Part]) -> Message | StreamedReply:
     """The reply in untrusted parts, its update unread; any other message, decoded whole.
 
     DecodeError (UnsupportedVersion for a foreign `v`) as decode_message raises it.
@@ -119,7 +122,8 @@ def read_reply(parts: Sequence[bytes]) -> Message | StreamedReply:
         raise UnsupportedVersion(f"protocol version {fields.get('v')!r} is not supported; "
                                  f"this build speaks {PROTOCOL_VERSION}")
     if fields.get("kind") != "reply":
-        return decode_message(list(parts) if len(parts) > 1 else parts[0])
+        loaded = in_memory(parts)
+        return decode_message(loaded if len(loaded) > 1 else loaded[0])
     if places is None:
         raise DecodeError("field 'update' is missing or not dict")
     # The other fields are few and small: decode_message checks them, on a message without tensors.
@@ -158,7 +162,9 @@ def _tensor_place(walker: Walker) -> TensorPlace:
     return TensorPlace(dtype, torch.Size(shape), tuple(runs))
 
 
-def _tensor(buffer: bytes | memoryview, offset: int, count: int, dtype: torch.dtype) -> torch.Tensor:
+def _tensor(buffer: bytes | memoryview | StoredPart, offset: int, count: int, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(buffer, StoredPart):  # read just this piece (at most PIECE_ELEMENTS) back
+        buffer, offset = buffer.read(offset, offset + count * dtype.itemsize), 0
     with warnings.catch_warnings():  # read-only buffer: pieces are only ever read
         warnings.simplefilter("ignore", UserWarning)
         return torch.frombuffer(buffer, dtype=dtype, count=count, offset=offset)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from fedmq.protocol.codec import MAX_CONTAINER_LEN, MAX_DEPTH, MAX_STR_LEN, value_budget
 from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.stored import Part, StoredPart
 
 _NUMBERS = {0xca: struct.Struct(">f"), 0xcb: struct.Struct(">d"), 0xcc: struct.Struct(">B"),
             0xcd: struct.Struct(">H"), 0xce: struct.Struct(">I"), 0xcf: struct.Struct(">Q"),
@@ -40,8 +41,10 @@ class Run(NamedTuple):
 class Cursor:
     """A read position in a message delivered as several parts (bytes-like, read only)."""
 
-    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
-        self.views = [memoryview(part).cast("B") for part in parts]
+    def __init__(self, parts: Sequence[Part]) -> None:
+        # A stored part is read by range where it lies (protocol.stored); the others are viewed.
+        self.views: list[memoryview | StoredPart] = [
+            part if isinstance(part, StoredPart) else memoryview(part).cast("B") for part in parts]
         self.size = sum(len(view) for view in self.views)
         self.left = self.size
         self._part = 0

@@ -194,7 +194,8 @@ class WorkerService:
     def _decode(self, delivery: Delivery) -> TrainTask | EvaluateTask | CommandBatch | secagg.Request | None:
         """The task in `delivery`, or None after dead-lettering what is not a task."""
         # decode_message consumes a list of parts as it reads; a dead letter still needs them.
-        data = delivery.parts[0] if len(delivery.parts) == 1 else list(delivery.parts)
+        payload = delivery.payload()
+        data = list(payload) if isinstance(payload, list) else payload
         try:
             message = decode_message(data) if self._decodes is None else self._decodes.decode(data)
         except DecodeError as e:

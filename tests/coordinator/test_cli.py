@@ -41,6 +41,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_code_2(command: list[str]) -
     (["train", "--task", "digits", "--workers", "w0,w1", "--sample", "3"], "--sample 3 is more than"),
     (["train", "--task", "digits", "--workers", "w0,w1", "--sample", "1", "--min-replies", "2"],
      "--min-replies"),
+    (["train", "--task", "digits", "--workers", "w0", "--spill-dir", "/no/such/dir"], "--spill-dir /no/such/dir"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(args: list[str], message: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,12 +6,14 @@ reply is acknowledged only once folded in.
 """
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from fedmq.broker.chunks import split
 from fedmq.broker.memory import MemoryBroker, MemoryHub
+from fedmq.broker.spill import SpillFile
 from fedmq.coordinator.rounds import ReplyCollector
 from fedmq.coordinator.screening import streamed_update_error, update_error
 from fedmq.coordinator.strategies.fedopt import FedAdam, FedAvgM, FedProx
@@ -143,6 +145,34 @@ def test_a_rejected_update_leaves_the_sum_untouched_and_is_dead_lettered_whole()
     letter = coordinator.take_dead_letter(timeout=1.0)
     assert letter is not None and "NaN" in letter.reason
     assert bytes(letter.body) == bytes(encode_message(bob))
+
+
+@pytest.mark.parametrize("chunk_size", [8 << 20, 4097, 1001])
+def test_updates_spilled_to_disk_fold_and_screen_as_those_in_memory(chunk_size: int, tmp_path: Path) -> None:
+    # Given two replies, and a third holding a NaN in its last element, each also spilled to disk
+    weights = _model(torch.float32)
+    replies = [_reply(f"w{i}", weights, seed=i, examples=3 + i) for i in range(3)]
+    replies[2].update["w"][-1, -1] = float("nan")
+    in_memory, on_disk = FedAvg(), FedAvg()
+    in_memory.begin_round(weights)
+    on_disk.begin_round(weights)
+    verdicts = []
+    for reply in replies:
+        spill = SpillFile(tmp_path)
+        spilled = read_reply([spill.append(part) for part in _parts(reply, chunk_size)])
+        assert isinstance(spilled, StreamedReply)
+        # When each is screened and folded from memory and from disk
+        verdict = (streamed_update_error(weights, _streamed(reply, chunk_size).update),
+                   streamed_update_error(weights, spilled.update))
+        verdicts.append(verdict)
+        if verdict == (None, None):
+            in_memory.accumulate_streamed(_streamed(reply, chunk_size))
+            on_disk.accumulate_streamed(spilled)
+    # Then both reach the same verdicts, and the same new model bit for bit
+    assert verdicts[:2] == [(None, None)] * 2
+    assert all(error is not None and "NaN" in error for error in verdicts[2])
+    a, b = in_memory.end_round([]), on_disk.end_round([])
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_subclasses_that_fold_whole_replies_their_own_way_do_not_stream() -> None:

@@ -71,7 +71,7 @@ def _floor(url: str, workers: int, rounds: int, one_host: bool) -> list[Row]:
         Row(f"{what}: CPU, training alone (one shard after another)", 1000 * alone, "ms", ">= 0",
             "no framework; the workers' row includes it"),
         Row(f"{what}: CPU, RabbitMQ", rabbitmq, "ms", ">= 0",
-            note if _pids(b"beam.smp") else "no RabbitMQ server on this machine: not counted"),
+            note if pids_with(b"beam.smp") else "no RabbitMQ server on this machine: not counted"),
         Row(f"{what}: CPU, coordinator", coordinator, "ms", ">= 0", note),
         Row(f"{what}: CPU, workers (training included)", workers_ms, "ms", ">= 0",
             f"median round {1000 * ran.wall_s:.1f} ms (evaluation excluded)"),
@@ -79,11 +79,11 @@ def _floor(url: str, workers: int, rounds: int, one_host: bool) -> list[Row]:
 
 
 def _mark() -> Mark:
-    return Mark(at=time.monotonic(), rabbitmq=_cpu_s(_pids(b"beam.smp")), coordinator=_cpu_s([os.getpid()]),
-                workers=_cpu_s(_pids(b"fedmq\x00worker\x00")))
+    return Mark(at=time.monotonic(), rabbitmq=cpu_seconds(pids_with(b"beam.smp")), coordinator=cpu_seconds([os.getpid()]),
+                workers=cpu_seconds(pids_with(b"fedmq\x00worker\x00")))
 
 
-def _pids(marker: bytes) -> list[int]:
+def pids_with(marker: bytes) -> list[int]:
     """Processes whose command line holds `marker` (arguments are NUL-separated there)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -96,7 +96,7 @@ def _pids(marker: bytes) -> list[int]:
     return found
 
 
-def _cpu_s(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU seconds of these processes, all their threads."""
     total = 0
     for pid in pids:

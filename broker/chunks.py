@@ -13,9 +13,12 @@ no files unless given a spill directory (broker.spill: chunks then wait on disk,
 
 Memory is budgeted per origin (queue) and counted in bytes actually received, never in the
 size an announcement claims: an announcement costs nothing, so a sender announcing 4 GiB
-cannot crowd out other origins' messages (the same budget bounds a spill file). When the caller names the sender it expects on an
+cannot crowd out other origins' messages. When the caller names the sender it expects on an
 origin (the worker whose reply queue it is), an announcement from anyone else is dropped at
-once, and a piece from another sender never joins a message.
+once, and a piece from another sender never joins a message. Spilled chunks count against the
+same budget, and a spill file (a file descriptor) is opened at a message's first chunk, for at
+most SPILLS_PER_ORIGIN messages per origin and MAX_SPILLS in all: a sender opening many
+messages at once has the others' chunks held in memory, as without a spill directory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from fedmq.broker.spill import SpillFile
 from fedmq.protocol.errors import ChunkError
@@ -39,6 +42,10 @@ CHUNK_INDEX = "x-fedmq-index"
 CHUNK_CRC = "x-fedmq-crc32"
 # Per origin. 4 GiB: msgpack's own bin limit, so no valid fedmq message is refused for size alone.
 MAX_PENDING_BYTES = 4 << 30
+# Open spill files of incomplete messages (broker.spill). One sender per queue sends one message
+# at a time; a second covers a message left behind by a dead publisher until it expires.
+SPILLS_PER_ORIGIN = 2
+MAX_SPILLS = 256
 
 Headers = dict[str, object]
 TagT = TypeVar("TagT")
@@ -182,8 +189,8 @@ class Reassembler(Generic[TagT]):
                                  f"{sender!r}, not by {' or '.join(sorted(expected))}: dropped unread")
             self._announce(key, headers, body, tag, sender)
             return None
-        except ChunkError as error:
-            return self._drop(key, error, [tag], headers)
+        except ChunkError as error:  # without its traceback, whose frames would hold the chunks
+            return self._drop(key, error.with_traceback(None), [tag], headers)
 
     def expire(self) -> list[Dropped[TagT]]:
         """Drop messages that received no piece for `timeout_s` (a publisher that died mid-way)."""
@@ -222,8 +229,7 @@ class Reassembler(Generic[TagT]):
                 f"one origin may hold in partial messages"
             )
         # Nothing is reserved: bytes count as they arrive (_add_chunk).
-        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag], sender,
-                                      self._spill_file(name))
+        self._pending[key] = _Pending(count, size, dict(headers), self._clock(), [tag], sender)
 
     def _add_chunk(
         self, key: tuple[str, str], headers: Mapping[str, object], body: bytes, tag: TagT
@@ -238,9 +244,9 @@ class Reassembler(Generic[TagT]):
         if held + len(body) > self._max_pending_bytes:
             raise ChunkError(
                 f"{name}: {key[0]} would hold more than {self._max_pending_bytes} bytes of "
-                f"partial messages in memory ({held} held)"
+                f"partial messages ({held} held)"
             )
-        pending.chunks[index] = body if pending.spill is None else self._spilled(name, pending.spill, body)
+        pending.chunks[index] = self._keep(key[0], name, pending, body)
         pending.received += len(body)
         pending.tags.append(tag)
         pending.last_seen = self._clock()
@@ -250,20 +256,23 @@ class Reassembler(Generic[TagT]):
         parts = [pending.chunks[i] for i in range(pending.count)]
         return Assembled(key[0], key[1], parts, pending.tags, pending.headers)
 
-    def _spill_file(self, name: str) -> SpillFile | None:
-        if self._spill_dir is None:
-            return None
+    def _keep(self, origin: str, name: str, pending: _Pending[TagT], body: bytes) -> Part:
+        """Where a verified chunk waits: in memory, or in its message's spill file when there is
+        a spill directory and the file caps leave room for one more."""
+        if pending.spill is None and (self._spill_dir is None or not self._may_spill(origin)):
+            return body
+        # Raised outside the handler: an error chained to the OSError would keep the file open.
         try:
-            return SpillFile(self._spill_dir)
-        except OSError as e:
-            raise ChunkError(f"{name}: cannot open a spill file in {self._spill_dir}: {e}") from e
+            pending.spill = pending.spill or SpillFile(cast(Path, self._spill_dir))
+            return pending.spill.append(body)
+        except OSError as e:  # e.g. a full disk: this message fails, the next may fit
+            failure = str(e)
+        raise ChunkError(f"{name}: cannot spill a chunk to {self._spill_dir} ({failure}); free "
+                         "space there, or run without --spill-dir")
 
-    def _spilled(self, name: str, spill: SpillFile, body: bytes) -> Part:
-        try:
-            return spill.append(body)
-        except OSError as e:  # the message fails, not the process: e.g. a full disk
-            raise ChunkError(f"{name}: cannot spill a chunk to {self._spill_dir} ({e}); free "
-                             "space there, or run without --spill-dir") from e
+    def _may_spill(self, origin: str) -> bool:
+        spilling = [source for (source, _), pending in self._pending.items() if pending.spill is not None]
+        return len(spilling) < MAX_SPILLS and spilling.count(origin) < SPILLS_PER_ORIGIN
 
     def _drop(
         self,

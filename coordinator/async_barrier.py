@@ -16,7 +16,7 @@ from typing import Any
 from fedmq.broker.base import Delivery
 from fedmq.coordinator.async_state import Outstanding
 from fedmq.coordinator.barrier import Verdict
-from fedmq.protocol.errors import DecodeError
+from fedmq.protocol.errors import DecodeError, StoreError
 from fedmq.protocol.messages import ErrorReply, Reply, decode_message
 
 log = logging.getLogger("fedmq.coordinator")
@@ -70,6 +70,8 @@ def read_reply(delivery: Delivery, *, verify_senders: bool,
         message = decode_message(delivery.payload())
     except DecodeError as e:
         return None, f"undecodable reply: {e}"
+    except StoreError:  # our disk failed, not the sender: unacked, the reply survives the crash
+        raise
     except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
         log.exception("the decoder failed on a reply from %s", delivery.source)
         return None, f"undecodable reply ({type(e).__name__}): {e}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fedmq.broker.base import Broker, Delivery
 from fedmq.coordinator.barrier import Barrier, RoundBarrier, Verdict
 from fedmq.coordinator.strategy import Failure
-from fedmq.protocol.errors import DecodeError, clip
+from fedmq.protocol.errors import DecodeError, StoreError, clip
 from fedmq.protocol.messages import ErrorReply, Message, Reply, decode_message
 from fedmq.protocol.stream import StreamedReply, read_reply
 
@@ -97,6 +97,8 @@ class ReplyCollector:
         except DecodeError as e:
             self._dead_letter(delivery, f"undecodable reply: {e}")
             return
+        except StoreError:  # our disk failed, not the sender: unacked, the reply survives the crash
+            raise
         except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
             log.exception("the decoder failed on a reply from %s", delivery.source)
             self._dead_letter(delivery, f"undecodable reply ({type(e).__name__}): {e}")

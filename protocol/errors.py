@@ -42,6 +42,11 @@ class ChunkError(BrokerError):
     """A chunked payload could not be reassembled: corrupt, missing or expired chunks."""
 
 
+class StoreError(BrokerError):
+    """A stored part (a chunk spilled to disk) could not be read back: this machine's fault,
+    never the sender's, so no message is dead-lettered for it."""
+
+
 class TaskError(FedmqError):
     """A task definition (model and data) could not be loaded or does not fit a request."""
 

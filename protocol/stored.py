@@ -22,7 +22,7 @@ class StoredPart(ABC):
 
     @abstractmethod
     def read(self, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) of this part (0 <= start <= stop <= len); OSError if the store fails."""
+        """Bytes [start, stop) of this part (0 <= start <= stop <= len); StoreError if the store fails."""
 
     def __getitem__(self, span: slice) -> bytes:
         """part[a:b], as bytes[a:b] would be (steps other than 1 are not supported)."""

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
+import fedmq.broker.spill
 from fedmq.broker.base import Delivery
-from fedmq.broker.chunks import Assembled, Dropped, Reassembler, split
+from fedmq.broker.chunks import SPILLS_PER_ORIGIN, Assembled, Dropped, Reassembler, split
 from fedmq.broker.settings import BrokerSettings
 from fedmq.broker.spill import SpillFile, SpilledPart
+from fedmq.coordinator.async_barrier import read_reply
+from fedmq.protocol.errors import StoreError
 from tests.broker.test_chunks import feed
 
 
-def _open_files_in(directory: Path) -> int:
+def open_files_in(directory: Path) -> int:
     """Files this process holds open in `directory` (an unlinked one reads as 'path (deleted)')."""
     found = 0
     for fd in os.listdir("/proc/self/fd"):
@@ -39,10 +42,10 @@ def test_spilled_chunks_reassemble_from_a_file_no_one_else_can_open(tmp_path: Pa
     assert all(isinstance(part, SpilledPart) for part in assembled.parts)
     assert b"".join(bytes(part) for part in assembled.parts) == payload
     # And the file has no name in the directory, and closes with the last of its parts
-    assert list(tmp_path.iterdir()) == [] and _open_files_in(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == [] and open_files_in(tmp_path) == 1
     del outcomes, assembled
     gc.collect()
-    assert _open_files_in(tmp_path) == 0
+    assert open_files_in(tmp_path) == 0
 
 
 def test_a_spilled_part_reads_any_range_as_bytes_would(tmp_path: Path) -> None:
@@ -87,3 +90,54 @@ def test_settings_refuse_a_spill_directory_that_cannot_take_files(tmp_path: Path
     with pytest.raises(ValueError, match="--spill-dir .*gone"):
         BrokerSettings(url="amqp://localhost", spill_dir=tmp_path / "gone")
     assert BrokerSettings(url="amqp://localhost", spill_dir=tmp_path).spill_dir == tmp_path
+
+
+def test_a_sender_opening_many_messages_gets_few_spill_files_and_the_rest_in_memory(tmp_path: Path) -> None:
+    # Given one origin that announces 50 messages and sends the first chunk of each
+    reassembler: Reassembler[int] = Reassembler(timeout_s=10, spill_dir=tmp_path)
+    messages = [list(split(bytes([i]) * 100, chunk_size=60)) for i in range(50)]
+    for announcement, first, _second in messages:
+        assert feed(reassembler, [announcement, first]) == []
+    # Then only SPILLS_PER_ORIGIN spill files are open: a file descriptor costs more than an announcement
+    assert open_files_in(tmp_path) == SPILLS_PER_ORIGIN
+    # And every message still assembles whole when its last chunk comes
+    outcomes = [feed(reassembler, [second]) for _announcement, _first, second in messages]
+    assert all(len(o) == 1 and isinstance(o[0], Assembled) for o in outcomes)
+    assert [b"".join(bytes(part) for part in o[0].parts) for o in outcomes] == [bytes([i]) * 100 for i in range(50)]
+
+
+def test_a_full_disk_fails_the_message_being_spilled_and_the_next_one_spills(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a spill directory whose disk is full for the first message
+    reassembler: Reassembler[int] = Reassembler(timeout_s=10, spill_dir=tmp_path)
+
+    def full(fd: int, data: object, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fedmq.broker.spill.os, "pwrite", full)
+    first = feed(reassembler, list(split(b"a" * 100, chunk_size=40)))
+    monkeypatch.undo()
+    # When the disk has room again and a second message arrives
+    second = feed(reassembler, list(split(b"b" * 100, chunk_size=40)))
+    # Then the first was dropped saying what to do, and its file closed; the second assembled
+    assert isinstance(first[0], Dropped) and "free space" in str(first[0].error)
+    assert isinstance(second[0], Assembled) and b"".join(bytes(p) for p in second[0].parts) == b"b" * 100
+    del second
+    gc.collect()
+    assert open_files_in(tmp_path) == 0
+
+
+def test_a_spilled_reply_that_cannot_be_read_back_is_our_failure_not_the_senders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a reply delivery whose spilled parts cannot be read back (a failing disk)
+    spill = SpillFile(tmp_path)
+    delivery = Delivery([spill.append(b"\x81"), spill.append(b"\xa1v\x01")], "alice", None)
+
+    def broken(fd: int, size: int, offset: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fedmq.broker.spill.os, "pread", broken)
+    # When the coordinator reads it, Then it raises StoreError (the run stops, the reply stays
+    # unacked for the next one) instead of dead-lettering the reply as undecodable
+    with pytest.raises(StoreError, match="Input/output error"):
+        read_reply(delivery, verify_senders=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fedmq.coordinator.screening import streamed_update_error
 from fedmq.coordinator.strategy import FedAvg
 from fedmq.protocol.messages import encode_message
 from fedmq.protocol.stream import StreamedReply
+from tests.broker.test_spill import open_files_in
 from tests.coordinator.test_streaming_fold import JOB, _model, _reply
 
 
@@ -31,7 +33,10 @@ def test_spilled_replies_fold_to_the_in_memory_sum_and_a_nan_one_is_dead_lettere
     strategy = FedAvg()
     strategy.begin_round(weights)
 
+    spilled = []
+
     def fold(reply: StreamedReply) -> str | None:
+        spilled.append(open_files_in(tmp_path))  # the reply in hand is read from its spill file
         error = streamed_update_error(weights, reply.update)
         if error is None:
             strategy.accumulate_streamed(reply)
@@ -51,7 +56,11 @@ def test_spilled_replies_fold_to_the_in_memory_sum_and_a_nan_one_is_dead_lettere
     assert [answer.worker for answer in collected.replies] == ["alice"] and collected.rejected == 1
     a, b = strategy.end_round([]), alone.end_round([])
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # And bob's reply reached the dead-letter queue with all its bytes, and no spill file is left
+    # And both were read from spill files, closed once handled
+    assert len(spilled) == 2 and all(count >= 1 for count in spilled)
+    del collected
+    gc.collect()
+    assert open_files_in(tmp_path) == 0
+    # And bob's reply reached the dead-letter queue with all its bytes
     assert letter is not None and "NaN" in letter.reason
     assert bytes(letter.body) == bytes(encode_message(bob))
-    assert list(tmp_path.iterdir()) == []

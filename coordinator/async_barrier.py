@@ -17,7 +17,9 @@ from fedmq.broker.base import Delivery
 from fedmq.coordinator.async_state import Outstanding
 from fedmq.coordinator.barrier import Verdict
 from fedmq.protocol.errors import DecodeError, StoreError
-from fedmq.protocol.messages import ErrorReply, Reply, decode_message
+from fedmq.coordinator.rounds import read_delivery
+from fedmq.protocol.messages import ErrorReply, Reply
+from fedmq.protocol.stream import StreamedReply
 
 log = logging.getLogger("fedmq.coordinator")
 
@@ -58,16 +60,17 @@ class AsyncBarrier:
         """Nothing to do: the driver moves the task from its table to the buffer."""
 
 
-def read_reply(delivery: Delivery, *, verify_senders: bool,
-               kinds: tuple[type, ...] = (Reply, ErrorReply)) -> tuple[Any, str]:
+def read_reply(delivery: Delivery, *, verify_senders: bool, kinds: tuple[type, ...] = (Reply, ErrorReply),
+               streaming: bool = False) -> tuple[Any, str]:
     """The message of one of `kinds` that `delivery` holds, or None and why no honest worker
-    sends it (dead-letter it). Default kinds: a Reply or an ErrorReply."""
+    sends it (dead-letter it). Default kinds: a Reply or an ErrorReply. `streaming`: a large
+    reply comes as a StreamedReply, its update still in the parts (coordinator.rounds)."""
     if verify_senders and delivery.user_id != delivery.source:
         if delivery.user_id is None:
             return None, f"a reply on worker {delivery.source!r}'s queue without a user_id"
         return None, f"user {delivery.user_id!r} published into worker {delivery.source!r}'s reply queue"
     try:  # checked before decoding, above: a forger's payload costs no parsing
-        message = decode_message(delivery.payload())
+        message = read_delivery(delivery, streaming=streaming)
     except DecodeError as e:
         return None, f"undecodable reply: {e}"
     except StoreError:  # our disk failed, not the sender: unacked, the reply survives the crash
@@ -75,6 +78,6 @@ def read_reply(delivery: Delivery, *, verify_senders: bool,
     except Exception as e:  # noqa: BLE001 - a decoder bug must not end a run on hostile bytes
         log.exception("the decoder failed on a reply from %s", delivery.source)
         return None, f"undecodable reply ({type(e).__name__}): {e}"
-    if not isinstance(message, kinds):
+    if not isinstance(message, (*kinds, StreamedReply) if streaming else kinds):
         return None, f"a {type(message).__name__} on a reply queue"
     return message, ""

@@ -33,14 +33,15 @@ from fedmq.coordinator.metrics import MetricsLog
 from fedmq.coordinator.presence import announce
 from fedmq.coordinator.proxy import assign, publish_assigned, wait_for_workers
 from fedmq.coordinator.rounds import MAX_REASON
-from fedmq.coordinator.screening import update_error
+from fedmq.coordinator.screening import streamed_update_error, update_error
 from fedmq.coordinator.settings import TrainSettings
-from fedmq.coordinator.staleness import scaled, step_toward
+from fedmq.coordinator.staleness import scaled, scaled_streamed, step_toward
 from fedmq.coordinator.strategies import build_strategy
 from fedmq.coordinator.strategy import Strategy
 from fedmq.protocol.errors import BrokerError, PublishRejected, TrainingFailed, clip
 from fedmq.protocol.messages import ErrorReply, Reply, Weights
 from fedmq.protocol.presence import JobState
+from fedmq.protocol.stream import StreamedReply
 from fedmq.worker.task import Task, load_task
 
 log = logging.getLogger("fedmq.coordinator")
@@ -205,7 +206,8 @@ class AsyncJob:
         message = self._message(delivery)
         if message is None:
             return
-        verdict, reason = self._barrier.judge(message, delivery.source)
+        judged = message.without_update() if isinstance(message, StreamedReply) else message
+        verdict, reason = self._barrier.judge(judged, delivery.source)
         if verdict is Verdict.REJECT:
             self._dead_letter(delivery, reason)
         elif verdict is Verdict.DROP:
@@ -218,15 +220,17 @@ class AsyncJob:
         else:
             self._use(delivery, message)
 
-    def _message(self, delivery: Delivery) -> Reply | ErrorReply | None:
-        """The delivery's reply, or None after dead-lettering what no honest worker sends."""
-        message: Reply | ErrorReply | None
-        message, refusal = read_reply(delivery, verify_senders=self.settings.verify_senders)
+    def _message(self, delivery: Delivery) -> Reply | ErrorReply | StreamedReply | None:
+        """The delivery's reply, or None after dead-lettering what no honest worker sends. Linear
+        strategies get a large update still in its parts (protocol.stream), as sync rounds do."""
+        message: Reply | ErrorReply | StreamedReply | None
+        message, refusal = read_reply(delivery, verify_senders=self.settings.verify_senders,
+                                      streaming=self.strategy.streams)
         if message is None:
             self._dead_letter(delivery, refusal)
         return message
 
-    def _use(self, delivery: Delivery, message: Reply | ErrorReply) -> None:
+    def _use(self, delivery: Delivery, message: Reply | ErrorReply | StreamedReply) -> None:
         task = self._tasks.pop(message.task_id)
         self._inherited.discard(task.task_id)
         if isinstance(message, ErrorReply):
@@ -234,19 +238,31 @@ class AsyncJob:
             self._save_tasks()
             self.broker.ack(delivery)
             return
-        unusable = update_error(self.weights, message.update, self.settings.max_update_norm)
+        staleness = self.version - task.base
+        unusable = self._fold(message, self.options.staleness.weight(staleness))
         if unusable:
             self._since.rejected += 1
             self._since.failures[task.worker] = unusable
             self._save_tasks()
             self._dead_letter(delivery, f"rejected update: {unusable}")
             return
-        staleness = self.version - task.base
-        self.strategy.accumulate(scaled(message, self.options.staleness.weight(staleness)))
         delivery.parts = []  # only its tag is needed now; the update was folded in (or kept by the strategy)
         self._buffer.append(Buffered(delivery, task, staleness, message.num_examples, message.metrics))
         if len(self._buffer) >= self.plan.buffer:
             self._aggregate()
+
+    def _fold(self, message: Reply | StreamedReply, weight: float) -> str | None:
+        """Screen the update, then fold it in scaled by its staleness weight; why not, if unusable."""
+        bound = self.settings.max_update_norm
+        if isinstance(message, StreamedReply):  # screened in full before any of it is folded
+            unusable = streamed_update_error(self.weights, message.update, bound)
+            if unusable is None:
+                self.strategy.accumulate_streamed(scaled_streamed(message, weight))
+            return unusable
+        unusable = update_error(self.weights, message.update, bound)
+        if unusable is None:
+            self.strategy.accumulate(scaled(message, weight))
+        return unusable
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         reason = clip(reason, MAX_REASON)

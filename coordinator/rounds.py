@@ -31,7 +31,7 @@ OnReply = Callable[[Reply], "str | None"]
 # The same for a reply read by protocol.stream, its update still in the delivery's parts.
 OnStream = Callable[[StreamedReply], "str | None"]
 MAX_REASON = 1000  # characters: a hostile payload must not put megabytes into a header or a log
-STREAM_ABOVE = 1 << 20  # bytes: smaller replies are decoded whole (_read)
+STREAM_ABOVE = 1 << 20  # bytes: smaller replies are decoded whole (read_delivery)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class ReplyCollector:
             self._dead_letter(delivery, forged)
             return
         try:
-            message = _read(delivery, streaming=on_stream is not None)
+            message = read_delivery(delivery, streaming=on_stream is not None)
         except DecodeError as e:
             self._dead_letter(delivery, f"undecodable reply: {e}")
             return
@@ -155,7 +155,7 @@ class ReplyCollector:
         self._broker.dead_letter(delivery, reason)
 
 
-def _read(delivery: Delivery, *, streaming: bool) -> Message | StreamedReply:
+def read_delivery(delivery: Delivery, *, streaming: bool) -> Message | StreamedReply:
     """The delivery's message. Streamed, a reply's update stays in the parts, which stay whole
     for the dead-letter queue. Otherwise one part is decoded in place (and kept), and a chunked
     message's parts are consumed as they are decoded, so one copy of a large update is held.

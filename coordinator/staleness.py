@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from fedmq.protocol.messages import Reply, Weights
+from fedmq.protocol.stream import StreamedReply
 
 
 class StalenessKind(Enum):
@@ -93,6 +94,11 @@ def scaled(reply: Reply, weight: float) -> Reply:
     if weight == 1.0:
         return reply
     return replace(reply, update={k: v * weight if v.is_floating_point() else v for k, v in reply.update.items()})
+
+
+def scaled_streamed(reply: StreamedReply, weight: float) -> StreamedReply:
+    """`scaled` for a reply whose update is still in its parts: the same values, bit for bit."""
+    return reply if weight == 1.0 else replace(reply, update=reply.update.scaled(weight))
 
 
 def step_toward(old: Weights, aggregate: Weights, step: float) -> Weights:

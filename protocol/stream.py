@@ -38,17 +38,30 @@ class TensorPlace:
 class StreamedUpdate:
     """An update whose tensors are still the bytes of the delivered parts."""
 
-    def __init__(self, views: list[memoryview | StoredPart], places: dict[str, TensorPlace]) -> None:
+    def __init__(self, views: list[memoryview | StoredPart], places: dict[str, TensorPlace],
+                 scale: float = 1.0) -> None:
         self._views = views
         self.places = places
+        self._scale = scale  # floating entries read times this (an async update's staleness weight)
 
     def shapes(self) -> dict[str, torch.Size]:
         return {name: place.shape for name, place in self.places.items()}
 
+    def scaled(self, weight: float) -> StreamedUpdate:
+        """This update with its floating entries times `weight` (counters stay), computed piece by
+        piece as they are read: the values coordinator.staleness.scaled gives a whole update."""
+        return StreamedUpdate(self._views, self.places, self._scale * weight)
+
     def pieces(self, name: str, limit: int = PIECE_ELEMENTS) -> Iterator[tuple[int, torch.Tensor]]:
         """(element offset, 1-d read-only view) of tensor `name`, in order, each at most `limit`
-        elements. An element split between two parts comes as a one-element copy."""
+        elements (a scaled update's pieces are fresh products). An element split between two
+        parts comes as a one-element copy."""
         place = self.places[name]
+        scale = self._scale if place.dtype.is_floating_point else 1.0
+        for offset, piece in self._read(place, limit):
+            yield offset, piece if scale == 1.0 else piece * scale
+
+    def _read(self, place: TensorPlace, limit: int) -> Iterator[tuple[int, torch.Tensor]]:
         size = place.dtype.itemsize
         offset = 0
         carry = b""  # the head of an element whose tail is in the next run

@@ -17,6 +17,7 @@ import torch
 
 import fedmq.coordinator.async_job as async_job
 import fedmq.coordinator.metrics as metrics_module
+import fedmq.coordinator.rounds as rounds
 from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.coordinator.async_job import AsyncJob
 from fedmq.coordinator.async_settings import AsyncSettings
@@ -24,7 +25,9 @@ from fedmq.coordinator.async_state import load_state
 from fedmq.coordinator.metrics import read_metrics
 from fedmq.coordinator.settings import TrainSettings
 from fedmq.coordinator.staleness import Staleness, StalenessKind
+from fedmq.coordinator.strategy import FedAvg
 from fedmq.protocol.messages import TrainConfig
+from fedmq.protocol.stream import StreamedReply
 from tests.coordinator import tagged_task
 from tests.coordinator.kill_points import Killed
 from fedmq.worker.pool import LocalWorkers
@@ -228,3 +231,25 @@ def test_idle_workers_get_the_latest_model_in_one_publish(tmp_path: Path) -> Non
     # too addressed several workers with one publish
     assert broker.publishes[0] == 3
     assert sum(broker.publishes) >= 9 and len(broker.publishes) < sum(broker.publishes)
+
+
+def test_linear_strategies_take_large_updates_streamed_and_still_apply_each_once(
+        tmp_path: Path, tags: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a FedBuff run of the tagged task whose every reply counts as large (read in place)
+    class Counting(FedAvg):
+        streamed = 0
+
+        def accumulate_streamed(self, reply: StreamedReply) -> None:
+            Counting.streamed += 1
+            super().accumulate_streamed(reply)
+
+    monkeypatch.setattr(rounds, "STREAM_ABOVE", 0)
+    settings = _settings(tmp_path)
+    hub = MemoryHub()
+    task = load_task(TAGGED)
+    # When it makes its versions
+    with LocalWorkers(hub, task, WORKERS), MemoryBroker(hub) as broker:
+        weights = AsyncJob(broker, settings, EXACT, task=task, strategy=Counting()).run()
+    # Then every update was folded from its parts, and each applied exactly once
+    assert Counting.streamed >= K * VERSIONS
+    _assert_exactly_once(_applied(weights), tagged_task.produced(tags), VERSIONS)

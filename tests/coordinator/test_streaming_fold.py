@@ -16,6 +16,7 @@ from fedmq.broker.memory import MemoryBroker, MemoryHub
 from fedmq.broker.spill import SpillFile
 from fedmq.coordinator.rounds import ReplyCollector
 from fedmq.coordinator.screening import streamed_update_error, update_error
+from fedmq.coordinator.staleness import scaled, scaled_streamed
 from fedmq.coordinator.strategies.fedopt import FedAdam, FedAvgM, FedProx
 from fedmq.coordinator.strategy import FedAvg, Strategy
 from fedmq.protocol.messages import Reply, Weights, decode_message, encode_message
@@ -173,6 +174,28 @@ def test_updates_spilled_to_disk_fold_and_screen_as_those_in_memory(chunk_size: 
     assert all(error is not None and "NaN" in error for error in verdicts[2])
     a, b = in_memory.end_round([]), on_disk.end_round([])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("chunk_size", [4097, 1001])
+def test_a_staleness_weighted_update_streams_to_the_whole_sum_bit_for_bit(dtype: torch.dtype, chunk_size: int) -> None:
+    # Given replies scaled by an awkward staleness weight, whole and still in their parts
+    weights = _model(dtype)
+    replies = [_reply(f"w{i}", weights, seed=i, examples=4 + i) for i in range(2)]
+    whole, streamed = FedAvg(), FedAvg()
+    whole.begin_round(weights)
+    streamed.begin_round(weights)
+    for reply in replies:
+        # When one strategy folds them scaled whole and the other scaled piece by piece
+        whole.accumulate(scaled(reply, 0.37))
+        streamed.accumulate_streamed(scaled_streamed(_streamed(reply, chunk_size), 0.37))
+    # Then the new models are equal bit for bit, counters unscaled; and the scaled tensors agree
+    a, b = whole.end_round([]), streamed.end_round([])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    read = scaled_streamed(_streamed(replies[0], chunk_size), 0.37).update.tensors()
+    expected = scaled(replies[0], 0.37).update
+    assert all(torch.equal(read[k], expected[k]) for k in expected)
+    assert torch.equal(read["steps"], replies[0].update["steps"])
 
 
 def test_subclasses_that_fold_whole_replies_their_own_way_do_not_stream() -> None:

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--verify-senders", action="store_true", help="accept a reply only when its "
                        "AMQP user_id is its worker's name (on by default with --credentials)")
     train.add_argument("--spill-dir", type=Path, help="keep chunked replies in unlinked files here "
-                       "while they arrive, not in memory: with a linear strategy in sync mode the "
+                       "while they arrive, not in memory: with a linear strategy the "
                        "coordinator then holds the running sum and one piece of an update (RabbitMQ; a "
                        "directory on a disk, not tmpfs)")
     _broker_options(train, default=LOCAL_RABBITMQ, log_level="warning")

@@ -16,8 +16,8 @@ from typing import Any
 from fedmq.broker.base import Delivery
 from fedmq.coordinator.async_state import Outstanding
 from fedmq.coordinator.barrier import Verdict
-from fedmq.protocol.errors import DecodeError, StoreError
 from fedmq.coordinator.rounds import read_delivery
+from fedmq.protocol.errors import DecodeError, StoreError
 from fedmq.protocol.messages import ErrorReply, Reply
 from fedmq.protocol.stream import StreamedReply
 

@@ -13,11 +13,10 @@ piece), with the seconds per round of each.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import uuid
 from pathlib import Path
@@ -66,22 +65,19 @@ def _measure(url: str, spill: bool) -> tuple[int, int, int, float]:
     hosts = subprocess.Popen([sys.executable, "-m", "benchmarks.worker_host", "--broker", url,
                               "--prefix", topology.prefix, "--task", TASK, *names])
     try:
-        scratch = tempfile.TemporaryDirectory(prefix="fedmq-memory-")
-        metrics = Path(scratch.name) / "rounds.jsonl"
-        settings = TrainSettings(TASK, names, rounds=ROUNDS, job="bench-memory", wait_for_workers_s=120,
-                                 metrics_out=metrics)
-        broker_settings = BrokerSettings(url, topology)
-        if spill:
-            broker_settings = dataclasses.replace(broker_settings, spill_dir=Path(scratch.name))
-        with RabbitBroker(broker_settings) as broker:
-            job = TrainingJob(broker, settings)
-            model_bytes = sum(t.numel() * t.element_size() for t in job.task.build_model().state_dict().values())
-            _reset_peak()
-            before = _status_kb("VmRSS")
-            job.run()
-            peak = _status_kb("VmHWM")
-        round_s = statistics.median(json.loads(line)["wall_s"] for line in metrics.read_text().splitlines())
-        scratch.cleanup()
+        with tempfile.TemporaryDirectory(prefix="fedmq-memory-") as scratch:
+            metrics = Path(scratch) / "rounds.jsonl"
+            settings = TrainSettings(TASK, names, rounds=ROUNDS, job="bench-memory", wait_for_workers_s=120,
+                                     metrics_out=metrics)
+            broker_settings = BrokerSettings(url, topology, spill_dir=Path(scratch) if spill else None)
+            with RabbitBroker(broker_settings) as broker:
+                job = TrainingJob(broker, settings)
+                model_bytes = sum(t.numel() * t.element_size() for t in job.task.build_model().state_dict().values())
+                _reset_peak()
+                before = _status_kb("VmRSS")
+                job.run()
+                peak = _status_kb("VmHWM")
+            round_s = statistics.median(json.loads(line)["wall_s"] for line in metrics.read_text().splitlines())
     finally:
         hosts.terminate()
         hosts.wait(timeout=60)

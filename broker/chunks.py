@@ -267,8 +267,8 @@ class Reassembler(Generic[TagT]):
             return pending.spill.append(body)
         except OSError as e:  # e.g. a full disk: this message fails, the next may fit
             failure = str(e)
-        raise ChunkError(f"{name}: cannot spill a chunk to {self._spill_dir} ({failure}); free "
-                         "space there, or run without --spill-dir")
+        raise ChunkError(f"{name}: cannot spill a chunk to {self._spill_dir} ({failure}); free space "
+                         "there or make it writable again, or run without --spill-dir")
 
     def _may_spill(self, origin: str) -> bool:
         spilling = [source for (source, _), pending in self._pending.items() if pending.spill is not None]
